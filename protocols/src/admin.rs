@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::DecodeError;
+use crate::http::{HttpRequest, HttpResponse, Reply};
+use crate::wire::{decode_json, json_response, unexpected_status};
+
 /// Whether an order still stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,4 +44,42 @@ pub struct AdminOrders {
     pub seller: String,
     /// Every order, oldest first.
     pub orders: Vec<AdminOrder>,
+}
+
+/// `GET /admin/orders` (json and xml sellers alike answer in JSON).
+pub fn encode_request() -> HttpRequest {
+    HttpRequest {
+        method: "GET",
+        path_and_query: "/admin/orders".to_string(),
+        headers: vec![("accept", "application/json".to_string())],
+        body: Vec::new(),
+    }
+}
+
+/// Decodes `200` with an [`AdminOrders`] body.
+pub fn decode_response(reply: Reply<'_>) -> Result<AdminOrders, DecodeError> {
+    if reply.status != 200 {
+        return Err(unexpected_status(&reply));
+    }
+    decode_json(reply.body)
+}
+
+/// `200` with the listing, as JSON.
+pub fn encode_response(orders: &AdminOrders) -> HttpResponse {
+    json_response(200, orders)
+}
+
+/// The listing as line-protocol answers: one `ORDERREC` per order, then `END`.
+pub fn encode_line(tag: &str, orders: &[AdminOrder], out: &mut Vec<u8>) {
+    for record in orders {
+        crate::line::Response::OrderRecord {
+            tag: tag.to_string(),
+            record: record.clone(),
+        }
+        .encode(out);
+    }
+    crate::line::Response::End {
+        tag: tag.to_string(),
+    }
+    .encode(out);
 }

@@ -41,8 +41,24 @@ impl Currency {
 
     /// Parses a known ISO-4217 code; exactly three upper-case ASCII letters.
     pub fn parse(code: &str) -> Result<Currency, MoneyError> {
-        let _ = code;
-        todo!()
+        let known = CURRENCIES
+            .iter()
+            .find(|(c, _)| c.as_bytes() == code.as_bytes());
+        match known {
+            Some((c, _)) => {
+                let mut b = [0u8; 3];
+                b.copy_from_slice(c.as_bytes());
+                Ok(Currency(b))
+            }
+            None => Err(MoneyError::UnknownCurrency(code.chars().take(16).collect())),
+        }
+    }
+
+    /// Every currency bookbroker knows, in code order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES
+            .iter()
+            .filter_map(|(c, _)| Currency::parse(c).ok())
     }
 
     /// The code, e.g. `"USD"`.
@@ -52,9 +68,67 @@ impl Currency {
 
     /// Number of minor-unit digits (2 for USD, 0 for JPY, 3 for KWD).
     pub fn minor_digits(&self) -> u8 {
-        todo!()
+        // Every `Currency` comes from the list, so the default is never used.
+        CURRENCIES
+            .iter()
+            .find(|(c, _)| c.as_bytes() == self.0)
+            .map_or(2, |(_, d)| *d)
     }
 }
+
+/// ISO-4217 codes and their minor digits, sorted by code.
+const CURRENCIES: &[(&str, u8)] = &[
+    ("AED", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EGP", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MAD", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NGN", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PEN", 2),
+    ("PHP", 2),
+    ("PKR", 2),
+    ("PLN", 2),
+    ("QAR", 2),
+    ("RON", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UAH", 2),
+    ("USD", 2),
+    ("VND", 0),
+    ("ZAR", 2),
+];
 
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,6 +139,26 @@ impl fmt::Display for Currency {
 impl fmt::Debug for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
+    }
+}
+
+impl std::str::FromStr for Currency {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Currency::parse(s)
+    }
+}
+
+impl serde::Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Currency::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -85,13 +179,171 @@ impl Money {
 
     /// Parses a decimal string such as `"39.99"` exactly into minor units of `currency`.
     pub fn parse_decimal(text: &str, currency: Currency) -> Result<Money, MoneyError> {
-        let _ = (text, currency);
-        todo!()
+        let digits = currency.minor_digits();
+        let invalid = || MoneyError::InvalidAmount(text.chars().take(64).collect());
+        let t = text.trim();
+        let (negative, t) = match t.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, t),
+        };
+        let (int_part, frac_part) = match t.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (t, None),
+        };
+        // "12." and ".5" are not amounts a seller should send; require digits on both
+        // sides of a point.
+        if int_part.is_empty()
+            || !int_part.bytes().all(|b| b.is_ascii_digit())
+            || frac_part.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid());
+        }
+        let frac = frac_part.unwrap_or("");
+        let (kept, extra) = frac.split_at(frac.len().min(usize::from(digits)));
+        if !extra.bytes().all(|b| b == b'0') {
+            return Err(MoneyError::TooPrecise {
+                amount: text.chars().take(64).collect(),
+                digits,
+            });
+        }
+        let mut minor: i64 = 0;
+        let push = |acc: i64, b: u8| -> Result<i64, MoneyError> {
+            acc.checked_mul(10)
+                .and_then(|v| v.checked_add(i64::from(b - b'0')))
+                .ok_or(MoneyError::OutOfRange)
+        };
+        for b in int_part.bytes() {
+            minor = push(minor, b)?;
+        }
+        for b in kept.bytes() {
+            minor = push(minor, b)?;
+        }
+        for _ in kept.len()..usize::from(digits) {
+            minor = minor.checked_mul(10).ok_or(MoneyError::OutOfRange)?;
+        }
+        if negative {
+            minor = -minor;
+        }
+        Ok(Money { minor, currency })
     }
 
     /// Formats as a decimal string with exactly the currency's minor digits (`"39.90"`,
     /// `"1200"` for JPY).
     pub fn to_decimal(&self) -> String {
-        todo!()
+        let digits = u32::from(self.currency.minor_digits());
+        let abs = self.minor.unsigned_abs();
+        let sign = if self.minor < 0 { "-" } else { "" };
+        if digits == 0 {
+            return format!("{sign}{abs}");
+        }
+        let scale = 10u64.pow(digits);
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / scale,
+            abs % scale,
+            width = digits as usize
+        )
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.to_decimal(), self.currency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(text: &str) -> Result<i64, MoneyError> {
+        Money::parse_decimal(text, Currency::USD).map(|m| m.minor)
+    }
+
+    #[test]
+    fn currencies() {
+        assert_eq!(Currency::parse("USD").unwrap(), Currency::USD);
+        assert_eq!(Currency::parse("JPY").unwrap().minor_digits(), 0);
+        assert_eq!(Currency::parse("KWD").unwrap().minor_digits(), 3);
+        assert_eq!(Currency::parse("BHD").unwrap().minor_digits(), 3);
+        assert_eq!(Currency::EUR.minor_digits(), 2);
+        for bad in ["usd", "US", "USDD", "", "XXX", "ÉUR"] {
+            assert!(Currency::parse(bad).is_err(), "{bad}");
+        }
+        for code in [
+            "USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "CZK",
+            "HUF", "INR", "CNY", "KRW", "BRL", "MXN", "ZAR", "NZD", "SGD", "HKD", "KWD", "BHD",
+        ] {
+            assert_eq!(Currency::parse(code).unwrap().code(), code);
+        }
+        assert!(
+            CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, no duplicates"
+        );
+        assert_eq!(Currency::all().count(), CURRENCIES.len());
+    }
+
+    #[test]
+    fn parses_decimals_exactly() {
+        assert_eq!(usd("39.99"), Ok(3999));
+        assert_eq!(usd("40"), Ok(4000));
+        assert_eq!(usd("12.5"), Ok(1250));
+        assert_eq!(usd(" 3.99\n"), Ok(399));
+        assert_eq!(usd("-1.05"), Ok(-105));
+        assert_eq!(usd("0.10"), Ok(10));
+        assert_eq!(usd("1.2300"), Ok(123));
+        assert_eq!(usd("007.00"), Ok(700));
+        assert_eq!(usd("92233720368547758.07"), Ok(i64::MAX));
+        assert_eq!(usd("92233720368547758.08"), Err(MoneyError::OutOfRange));
+        assert_eq!(usd("99999999999999999999999"), Err(MoneyError::OutOfRange));
+        assert_eq!(
+            Money::parse_decimal("1200", Currency::JPY).unwrap().minor,
+            1200
+        );
+        assert_eq!(
+            Money::parse_decimal("1.234", Currency::parse("KWD").unwrap())
+                .unwrap()
+                .minor,
+            1234
+        );
+        for bad in [
+            "1e3", "", ".", "1.2.3", "+-", "+1", "-", "--1", "1.", ".5", "1,5", "1 000", "0x10",
+            "١٢",
+        ] {
+            assert!(
+                matches!(usd(bad), Err(MoneyError::InvalidAmount(_))),
+                "{bad:?} gave {:?}",
+                usd(bad)
+            );
+        }
+        assert!(matches!(
+            usd("1.001"),
+            Err(MoneyError::TooPrecise { digits: 2, .. })
+        ));
+        assert!(matches!(
+            Money::parse_decimal("1.5", Currency::JPY),
+            Err(MoneyError::TooPrecise { digits: 0, .. })
+        ));
+        assert_eq!(
+            Money::parse_decimal("15.00", Currency::JPY).unwrap().minor,
+            15
+        );
+    }
+
+    #[test]
+    fn formats_with_currency_digits() {
+        assert_eq!(Money::new(3990, Currency::USD).to_decimal(), "39.90");
+        assert_eq!(Money::new(5, Currency::USD).to_decimal(), "0.05");
+        assert_eq!(Money::new(-5, Currency::USD).to_decimal(), "-0.05");
+        assert_eq!(Money::new(1200, Currency::JPY).to_decimal(), "1200");
+        assert_eq!(
+            Money::new(1, Currency::parse("KWD").unwrap()).to_decimal(),
+            "0.001"
+        );
+        assert_eq!(
+            Money::new(i64::MIN, Currency::USD).to_decimal(),
+            "-92233720368547758.08"
+        );
+        assert_eq!(Money::new(4398, Currency::EUR).to_string(), "43.98 EUR");
     }
 }

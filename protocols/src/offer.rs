@@ -5,7 +5,9 @@ use crate::isbn::Isbn;
 use crate::money::{Currency, Money};
 
 /// Condition of a copy. Sellers send it in any case; anything but "new" is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized in lower case, as the customer API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Condition {
     /// A new copy.
     New,
@@ -103,8 +105,9 @@ impl SellerOffer {
     }
 }
 
-/// An order the engine places with a seller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An order the engine places with a seller. Its `Debug` output hides the shipping
+/// token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OrderRequest {
     /// The seller's offer id.
     pub offer_id: String,
@@ -114,6 +117,17 @@ pub struct OrderRequest {
     pub idempotency_key: String,
     /// Opaque shipping token.
     pub shipping_token: String,
+}
+
+impl std::fmt::Debug for OrderRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderRequest")
+            .field("offer_id", &self.offer_id)
+            .field("expected_total", &self.expected_total)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("shipping_token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A seller's answer to an order.
@@ -140,4 +154,35 @@ pub enum OrderOutcome {
 pub enum CancelOutcome {
     /// The order is cancelled (also when it already was).
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions() {
+        for new in ["new", "New", "NEW", " new\n"] {
+            assert_eq!(Condition::from_seller(new), Condition::New);
+        }
+        for used in ["used", "Very Good", "like new", "", "neW-ish"] {
+            assert_eq!(Condition::from_seller(used), Condition::Used);
+        }
+        assert_eq!(ConditionFilter::parse("any"), Some(ConditionFilter::Any));
+        assert_eq!(ConditionFilter::parse("NEW"), None);
+        assert!(ConditionFilter::Used.accepts(Condition::Used));
+        assert!(!ConditionFilter::New.accepts(Condition::Used));
+        assert_eq!(serde_json::to_string(&Condition::New).unwrap(), "\"new\"");
+    }
+
+    #[test]
+    fn debug_hides_the_shipping_token() {
+        let order = OrderRequest {
+            offer_id: "o".into(),
+            expected_total: Money::new(1, Currency::USD),
+            idempotency_key: "k".into(),
+            shipping_token: "ship_secret_home".into(),
+        };
+        assert!(!format!("{order:?}").contains("secret"));
+    }
 }
