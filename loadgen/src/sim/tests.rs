@@ -1,0 +1,978 @@
+//! Unit tests of the simulator: scenario validation, the catalogue, the order model, the
+//! payment provider, and a few round trips over real loopback sockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::time::Duration;
+
+use bookbroker_protocols::payment::{LedgerKind, SettleOutcome};
+use bookbroker_protocols::{
+    Condition, Currency, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
+};
+
+use super::catalogue::{books, seller_offers, SellerCatalogueSpec};
+use super::payment::{PaymentOp, PaymentState};
+use super::scenario::PriceBounds;
+use super::seller::{CancelError, Fault, OrderError, RequestKind, SellerSetup, SellerState};
+use super::*;
+
+const DEMO: &str = include_str!("../../scenarios/demo.toml");
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn minimal(extra_seller_lines: &str) -> String {
+    format!(
+        "[fx]\nbase = \"USD\"\nrates = {{ EUR = 1.08 }}\n\n[[sellers]]\nname = \"a\"\nprotocol = \"json\"\n{extra_seller_lines}\n"
+    )
+}
+
+fn invalid_field(text: &str) -> String {
+    match Scenario::from_toml_str(text) {
+        Err(SimError::Invalid { field, .. }) => field,
+        other => panic!("expected a field error, got {other:?}"),
+    }
+}
+
+#[test]
+fn demo_scenario_is_valid_and_covers_the_brief() {
+    let s = Scenario::from_toml_str(DEMO).expect("demo.toml");
+    assert!(s.sellers.len() >= 5);
+    for p in [Protocol::Json, Protocol::Xml, Protocol::Line] {
+        assert!(s.sellers.iter().any(|x| x.protocol == p), "{p:?}");
+    }
+    assert!(s.sellers.iter().any(|x| x.tls));
+    let currencies: std::collections::HashSet<_> =
+        s.sellers.iter().map(|x| x.currency.as_str()).collect();
+    assert!(currencies.len() >= 3);
+    assert!(s
+        .sellers
+        .iter()
+        .all(|x| x.port == 0 && (0.6..=1.0).contains(&x.stock_share)));
+    assert!(s
+        .customers
+        .iter()
+        .any(|c| c.id == "demo" && c.api_key == "demo-key-123"));
+}
+
+#[test]
+fn defaults_follow_the_spec() {
+    let s = Scenario::from_toml_str(&minimal("")).expect("valid");
+    assert_eq!(s.catalogue.seed, 42);
+    assert_eq!(s.catalogue.isbns, 200);
+    let a = &s.sellers[0];
+    assert_eq!((a.port, a.endpoints, a.tls), (0, 1, false));
+    assert_eq!(a.currency, "USD");
+    assert_eq!((a.stock_share, a.offers_per_isbn, a.stock), (1.0, 1, 5));
+    assert_eq!(
+        (a.price_min.as_str(), a.price_max.as_str()),
+        ("5.00", "60.00")
+    );
+    assert_eq!(
+        (a.shipping_min.as_str(), a.shipping_max.as_str()),
+        ("0.00", "6.00")
+    );
+    assert_eq!((a.timeout_ms, a.max_concurrency), (150, 256));
+    assert_eq!(
+        (a.latency.base_ms, a.latency.jitter_ms, a.latency.slow_share),
+        (2.0, 1.0, 0.0)
+    );
+    assert_eq!(
+        (a.faults.retry_after_s, a.faults.drift_pct, a.faults.hang),
+        (1, 10.0, false)
+    );
+}
+
+#[test]
+fn validation_errors_name_the_field() {
+    assert_eq!(
+        invalid_field(&minimal("[sellers.latency]\nslow_share = 1.5")),
+        "sellers[0] (a).latency.slow_share"
+    );
+    assert_eq!(
+        invalid_field(&minimal("currency = \"XYZ\"")),
+        "sellers[0] (a).currency"
+    );
+    assert_eq!(
+        invalid_field(&minimal("currency = \"GBP\"")),
+        "sellers[0] (a).currency"
+    );
+    assert_eq!(
+        invalid_field(&minimal("price_min = \"70.00\"")),
+        "sellers[0] (a).price_min"
+    );
+    assert_eq!(
+        invalid_field(&minimal("price_max = \"1.234\"")),
+        "sellers[0] (a).price_max"
+    );
+    assert_eq!(
+        invalid_field(&minimal("stock_share = -0.1")),
+        "sellers[0] (a).stock_share"
+    );
+    assert_eq!(
+        invalid_field(&minimal("endpoints = 0")),
+        "sellers[0] (a).endpoints"
+    );
+    assert_eq!(
+        invalid_field(&minimal(
+            "[sellers.faults]\nerror_rate = 0.7\noverload_rate = 0.7"
+        )),
+        "sellers[0] (a).faults"
+    );
+    assert_eq!(
+        invalid_field(&minimal("[sellers.faults]\ndrift_rate = 2")),
+        "sellers[0] (a).faults.drift_rate"
+    );
+    let xml_tls = "[[sellers]]\nname = \"x\"\nprotocol = \"xml\"\ntls = true\n";
+    assert_eq!(invalid_field(xml_tls), "sellers[0] (x).tls");
+    let dup = "[[sellers]]\nname = \"x\"\nprotocol = \"xml\"\n[[sellers]]\nname = \"x\"\nprotocol = \"line\"\n";
+    assert_eq!(invalid_field(dup), "sellers[1].name");
+    let clash = "[payment]\nport = 9100\n[[sellers]]\nname = \"x\"\nprotocol = \"xml\"\nport = 9099\nendpoints = 2\n";
+    assert_eq!(invalid_field(clash), "sellers[0] (x).port");
+    assert_eq!(
+        invalid_field("[fx]\nbase = \"usd\"\n[[sellers]]\nname = \"x\"\nprotocol = \"xml\"\n"),
+        "fx.base"
+    );
+    assert_eq!(
+        invalid_field("[catalogue]\nisbns = 0\n[[sellers]]\nname = \"x\"\nprotocol = \"xml\"\n"),
+        "catalogue.isbns"
+    );
+    assert_eq!(invalid_field(""), "sellers");
+    let cust = "[[customers]]\nid = \"c\"\napi_key = \"\"\n[[sellers]]\nname = \"x\"\nprotocol = \"xml\"\n";
+    assert_eq!(invalid_field(cust), "customers[0].api_key");
+}
+
+#[test]
+fn parse_errors_name_the_key() {
+    let err = Scenario::from_toml_str(&minimal("latency_ms = 3")).expect_err("unknown field");
+    assert!(err.to_string().contains("latency_ms"), "{err}");
+    let err = Scenario::from_toml_str("[[sellers]]\nname = \"x\"\nprotocol = \"soap\"\n")
+        .expect_err("bad protocol");
+    assert!(
+        err.to_string().contains("soap") && err.to_string().contains("json"),
+        "{err}"
+    );
+    let err = Scenario::from_toml_str("[[sellers]]\nname = \"x\"\n").expect_err("missing protocol");
+    assert!(err.to_string().contains("protocol"), "{err}");
+}
+
+#[test]
+fn catalogue_is_deterministic_and_valid() {
+    let a = books(42, 500);
+    let b = books(42, 500);
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 500);
+    let distinct: std::collections::HashSet<_> = a.iter().map(|x| x.isbn).collect();
+    assert_eq!(distinct.len(), 500);
+    for book in &a {
+        let text = book.isbn.as_str();
+        assert!(text.starts_with("978") || text.starts_with("979"));
+        assert_eq!(Isbn::parse(text).expect("valid isbn"), book.isbn);
+        assert!(!book.title.is_empty());
+    }
+    assert!(
+        a.iter().any(|x| !x.title.is_ascii()),
+        "some titles are non-ASCII"
+    );
+    assert_ne!(books(43, 500), a);
+}
+
+fn spec(name: &str, share: f64, offers: u32) -> SellerCatalogueSpec<'_> {
+    SellerCatalogueSpec {
+        seed: 7,
+        name,
+        protocol: Protocol::Xml,
+        currency: Currency::EUR,
+        stock_share: share,
+        offers_per_isbn: offers,
+        bounds: PriceBounds {
+            price_min: 500,
+            price_max: 6000,
+            shipping_min: 0,
+            shipping_max: 600,
+        },
+        stock: 3,
+    }
+}
+
+#[test]
+fn seller_offers_are_deterministic_per_seed_and_name() {
+    let all = books(7, 400);
+    let x1 = seller_offers(&all, &spec("x", 0.5, 2));
+    let x2 = seller_offers(&all, &spec("x", 0.5, 2));
+    assert_eq!(x1, x2);
+    let y = seller_offers(&all, &spec("y", 0.5, 2));
+    assert_ne!(x1, y);
+    // About half the books, two offers each, one new and one used.
+    let isbns: std::collections::HashSet<_> = x1.iter().map(|o| o.isbn).collect();
+    assert!((150..250).contains(&isbns.len()), "{}", isbns.len());
+    assert_eq!(x1.len(), isbns.len() * 2);
+    assert!(x1
+        .iter()
+        .all(|o| (500..=6000).contains(&o.price) && (0..=600).contains(&o.shipping)));
+    assert!(x1
+        .iter()
+        .all(|o| o.offer_id.starts_with("b-") && o.quantity == 3));
+    assert!(
+        x1.iter().any(|o| o.condition == Condition::New)
+            && x1.iter().any(|o| o.condition == Condition::Used)
+    );
+    // A larger share stocks a superset.
+    let full: std::collections::HashSet<_> = seller_offers(&all, &spec("x", 1.0, 1))
+        .iter()
+        .map(|o| o.isbn)
+        .collect();
+    assert_eq!(full.len(), 400);
+    assert!(isbns.is_subset(&full));
+    assert!(seller_offers(&all, &spec("x", 0.0, 1)).is_empty());
+}
+
+fn offer(id: &str, price: i64, shipping: i64, stock: u32, title: &str) -> SellerOffer {
+    SellerOffer {
+        offer_id: id.to_string(),
+        isbn: Isbn::parse("9780131103627").expect("isbn"),
+        title: title.to_string(),
+        condition: Condition::New,
+        price,
+        shipping,
+        currency: Currency::USD,
+        quantity: stock,
+    }
+}
+
+fn seller(faults: FaultSpec) -> SellerState {
+    SellerState::new(SellerSetup {
+        name: "t".into(),
+        protocol: Protocol::Json,
+        currency: Currency::USD,
+        seed: 1,
+        offers: vec![
+            offer("o-1", 1000, 300, 2, "The Café of Ærø"),
+            offer("o-2", 2000, 0, 1, "Plain Title"),
+        ],
+        latency: LatencySpec::default(),
+        faults,
+        title_results_max: 100,
+        stale_listings: false,
+    })
+}
+
+fn order(offer_id: &str, total: i64, key: &str) -> OrderRequest {
+    OrderRequest {
+        offer_id: offer_id.into(),
+        expected_total: Money::new(total, Currency::USD),
+        idempotency_key: key.into(),
+        shipping_token: "ship_home".into(),
+    }
+}
+
+fn quantity(s: &SellerState, offer_id: &str) -> Option<u32> {
+    let isbn = Isbn::parse("9780131103627").expect("isbn");
+    s.quote(&QuoteQuery::Isbn(isbn))
+        .into_iter()
+        .find(|o| o.offer_id == offer_id)
+        .map(|o| o.quantity)
+}
+
+#[test]
+fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
+    let s = seller(FaultSpec::default());
+    assert_eq!(s.offer_count(), 2);
+    assert_eq!(quantity(&s, "o-1"), Some(2));
+    let first = s.order(&order("o-1", 1300, "k1")).expect("order");
+    let OrderOutcome::Ordered { order_id, total } = first.clone() else {
+        panic!("{first:?}")
+    };
+    assert_eq!(total, Money::new(1300, Currency::USD));
+    assert_eq!(quantity(&s, "o-1"), Some(1));
+    // Same key: same answer, no second decrement.
+    assert_eq!(s.order(&order("o-1", 1300, "k1")).expect("repeat"), first);
+    assert_eq!(quantity(&s, "o-1"), Some(1));
+    let second = s.order(&order("o-1", 1300, "k2")).expect("order 2");
+    assert!(matches!(second, OrderOutcome::Ordered { .. }));
+    assert_eq!(
+        quantity(&s, "o-1"),
+        None,
+        "sold out offers leave the quotes"
+    );
+    assert_eq!(
+        s.order(&order("o-1", 1300, "k3")).expect("sold out"),
+        OrderOutcome::SoldOut
+    );
+    s.cancel(&order_id).expect("cancel");
+    assert_eq!(quantity(&s, "o-1"), Some(1));
+    s.cancel(&order_id).expect("cancel twice");
+    assert_eq!(
+        quantity(&s, "o-1"),
+        Some(1),
+        "a second cancel gives nothing back"
+    );
+    // The cancelled order's key still answers with the first result.
+    assert_eq!(s.order(&order("o-1", 1300, "k1")).expect("repeat"), first);
+    let admin = s.admin_orders();
+    assert_eq!(admin.seller, "t");
+    assert_eq!(admin.orders.len(), 2);
+    assert_eq!(admin.orders[0].order_id, order_id);
+    assert_eq!(
+        admin.orders[0].status,
+        bookbroker_protocols::admin::AdminOrderStatus::Cancelled
+    );
+    assert_eq!(
+        admin.orders[1].status,
+        bookbroker_protocols::admin::AdminOrderStatus::Placed
+    );
+    assert_eq!(admin.orders[1].idempotency_key, "k2");
+    assert_eq!(
+        s.order(&order("nope", 1, "k9")),
+        Err(OrderError::UnknownOffer)
+    );
+    assert_eq!(s.cancel("so-99"), Err(CancelError::UnknownOrder));
+    let mut eur = order("o-2", 2000, "k10");
+    eur.expected_total = Money::new(2000, Currency::EUR);
+    assert!(matches!(
+        s.order(&eur),
+        Err(OrderError::WrongCurrency { .. })
+    ));
+    // A stale (lower) expectation meets the current price.
+    assert_eq!(
+        s.order(&order("o-2", 1999, "k11")).expect("stale"),
+        OrderOutcome::PriceChanged {
+            total: Money::new(2000, Currency::USD)
+        }
+    );
+}
+
+#[test]
+fn drift_raises_the_price_and_accepts_the_drifted_total() {
+    let s = seller(FaultSpec {
+        drift_rate: 1.0,
+        drift_pct: 10.0,
+        ..FaultSpec::default()
+    });
+    let changed = s.order(&order("o-1", 1300, "d1")).expect("order");
+    assert_eq!(
+        changed,
+        OrderOutcome::PriceChanged {
+            total: Money::new(1430, Currency::USD)
+        }
+    );
+    assert_eq!(quantity(&s, "o-1"), Some(2), "no copy taken");
+    let ok = s
+        .order(&order("o-1", 1430, "d1"))
+        .expect("order at drifted price");
+    assert!(
+        matches!(ok, OrderOutcome::Ordered { total, .. } if total.minor == 1430),
+        "{ok:?}"
+    );
+    // Partial drift: deterministic per key, roughly the configured share.
+    let half = seller(FaultSpec {
+        drift_rate: 0.5,
+        ..FaultSpec::default()
+    });
+    let mut drifted = 0;
+    for i in 0..400 {
+        let key = format!("key-{i}");
+        let a = half.order(&order("nope", 0, &key));
+        assert_eq!(a, Err(OrderError::UnknownOffer));
+        let outcome = half.order(&order("o-2", 1, &key)).expect("order");
+        if outcome
+            == (OrderOutcome::PriceChanged {
+                total: Money::new(2200, Currency::USD),
+            })
+        {
+            drifted += 1;
+            assert_eq!(
+                half.order(&order("o-2", 1, &key)).expect("again"),
+                outcome,
+                "same key, same price"
+            );
+        }
+    }
+    assert!((140..260).contains(&drifted), "{drifted}");
+    let none = seller(FaultSpec::default());
+    assert!(matches!(
+        none.order(&order("o-1", 1300, "n1")).expect("order"),
+        OrderOutcome::Ordered { .. }
+    ));
+}
+
+#[test]
+fn title_search_is_case_insensitive_and_unicode_aware() {
+    let s = seller(FaultSpec::default());
+    let hits = s.quote(&QuoteQuery::Title("CAFÉ OF æRØ".into()));
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].offer_id, "o-1");
+    assert_eq!(s.quote(&QuoteQuery::Title("title".into())).len(), 1);
+    assert!(s.quote(&QuoteQuery::Title("absent".into())).is_empty());
+    assert!(s.quote(&QuoteQuery::Title("  ".into())).is_empty());
+}
+
+#[test]
+fn faults_are_drawn_by_kind() {
+    let hang = seller(FaultSpec {
+        hang: true,
+        ..FaultSpec::default()
+    });
+    assert_eq!(hang.draw_fault(RequestKind::Quote), Fault::Hang);
+    assert_eq!(hang.draw_fault(RequestKind::Order), Fault::None);
+    let busy = seller(FaultSpec {
+        overload_rate: 1.0,
+        ..FaultSpec::default()
+    });
+    assert!((0..50).all(|_| busy.draw_fault(RequestKind::Order) == Fault::Overload));
+    let garbage = seller(FaultSpec {
+        garbage_rate: 1.0,
+        ..FaultSpec::default()
+    });
+    assert_eq!(garbage.draw_fault(RequestKind::Quote), Fault::Garbage);
+    assert_eq!(garbage.draw_fault(RequestKind::Cancel), Fault::None);
+    let mixed = seller(FaultSpec {
+        error_rate: 0.25,
+        close_rate: 0.25,
+        ..FaultSpec::default()
+    });
+    let n = 4000;
+    let errors = (0..n)
+        .filter(|_| mixed.draw_fault(RequestKind::Quote) == Fault::Error)
+        .count();
+    assert!((800..1200).contains(&errors), "{errors}");
+    let slow = SellerState::new(SellerSetup {
+        name: "s".into(),
+        protocol: Protocol::Line,
+        currency: Currency::USD,
+        seed: 1,
+        offers: Vec::new(),
+        latency: LatencySpec {
+            base_ms: 1.0,
+            jitter_ms: 1.0,
+            slow_share: 1.0,
+            slow_ms: 50.0,
+        },
+        faults: FaultSpec::default(),
+        title_results_max: 1,
+        stale_listings: false,
+    });
+    assert_eq!(slow.delay(), Duration::from_millis(50));
+    let plain = seller(FaultSpec::default());
+    let d = plain.delay();
+    assert!(
+        d >= Duration::from_millis(2) && d <= Duration::from_millis(3),
+        "{d:?}"
+    );
+}
+
+fn status_of(r: &bookbroker_protocols::http::HttpResponse) -> (u16, serde_json::Value) {
+    (
+        r.status,
+        serde_json::from_slice(&r.body).expect("json body"),
+    )
+}
+
+#[test]
+fn payment_provider_authorizes_captures_voids_refunds_once() {
+    let p = PaymentState::default();
+    let auth = br#"{"payment_token": "tok_ok_4242", "amount": 2000, "currency": "USD"}"#;
+    let (st, body) = status_of(&p.execute(&PaymentOp::Authorize, "/v1/authorizations", "a1", auth));
+    assert_eq!(st, 201, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    // Same key: same answer, no second hold.
+    let (st2, body2) =
+        status_of(&p.execute(&PaymentOp::Authorize, "/v1/authorizations", "a1", auth));
+    assert_eq!((st2, &body2), (201, &body));
+    let cap = br#"{"amount": 1649}"#;
+    let cap_path = format!("/v1/authorizations/{id}/capture");
+    let (st, charge) = status_of(&p.execute(&PaymentOp::Capture(id.clone()), &cap_path, "c1", cap));
+    assert_eq!(st, 200, "{charge}");
+    assert_eq!(charge["amount"], 1649);
+    let (st, _) = status_of(&p.execute(&PaymentOp::Capture(id.clone()), &cap_path, "c1", cap));
+    assert_eq!(st, 200, "repeat of the same capture");
+    let (st, again) = status_of(&p.execute(&PaymentOp::Capture(id.clone()), &cap_path, "c2", cap));
+    assert_eq!(st, 409, "{again}");
+    let void_path = format!("/v1/authorizations/{id}/void");
+    assert_eq!(
+        p.execute(&PaymentOp::Void(id.clone()), &void_path, "v1", b"")
+            .status,
+        409
+    );
+    let charge_id = charge["id"].as_str().expect("charge id").to_string();
+    let refund_path = format!("/v1/charges/{charge_id}/refund");
+    assert_eq!(
+        p.execute(
+            &PaymentOp::Refund(charge_id.clone()),
+            &refund_path,
+            "r1",
+            b""
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        p.execute(
+            &PaymentOp::Refund(charge_id.clone()),
+            &refund_path,
+            "r2",
+            b""
+        )
+        .status,
+        409
+    );
+
+    // Void, then capture refused.
+    let (_, b) = status_of(&p.execute(&PaymentOp::Authorize, "/v1/authorizations", "a2", auth));
+    let id2 = b["id"].as_str().expect("id").to_string();
+    let void2 = format!("/v1/authorizations/{id2}/void");
+    assert_eq!(
+        p.execute(&PaymentOp::Void(id2.clone()), &void2, "v2", b"")
+            .status,
+        200
+    );
+    let cap2 = format!("/v1/authorizations/{id2}/capture");
+    assert_eq!(
+        p.execute(&PaymentOp::Capture(id2.clone()), &cap2, "c3", cap)
+            .status,
+        409
+    );
+    // Over the authorized amount.
+    let (_, b) = status_of(&p.execute(&PaymentOp::Authorize, "/v1/authorizations", "a3", auth));
+    let id3 = b["id"].as_str().expect("id").to_string();
+    let cap3 = format!("/v1/authorizations/{id3}/capture");
+    assert_eq!(
+        p.execute(
+            &PaymentOp::Capture(id3.clone()),
+            &cap3,
+            "c4",
+            br#"{"amount": 2001}"#
+        )
+        .status,
+        409
+    );
+
+    let decline = br#"{"payment_token": "tok_decline_1", "amount": 2000, "currency": "USD"}"#;
+    let (st, b) = status_of(&p.execute(&PaymentOp::Authorize, "/v1/authorizations", "a4", decline));
+    assert_eq!((st, b["error"].as_str()), (402, Some("card_declined")));
+    let fail = br#"{"payment_token": "tok_capture_fail_9", "amount": 2000, "currency": "EUR"}"#;
+    let (st, b) = status_of(&p.execute(&PaymentOp::Authorize, "/v1/authorizations", "a5", fail));
+    assert_eq!(st, 201);
+    let id5 = b["id"].as_str().expect("id").to_string();
+    let cap5 = format!("/v1/authorizations/{id5}/capture");
+    let (st, b) = status_of(&p.execute(&PaymentOp::Capture(id5.clone()), &cap5, "c5", cap));
+    assert_eq!((st, b["error"].as_str()), (409, Some("capture_failed")));
+    assert_eq!(
+        p.execute(&PaymentOp::Capture("auth_999".into()), "/x", "c6", cap)
+            .status,
+        404
+    );
+
+    let ledger = p.ledger();
+    let kinds: Vec<LedgerKind> = ledger.entries.iter().map(|e| e.kind).collect();
+    use LedgerKind::*;
+    assert_eq!(
+        kinds,
+        vec![
+            Authorization,
+            Capture,
+            Refund,
+            Authorization,
+            Void,
+            Authorization,
+            Decline,
+            Authorization
+        ]
+    );
+    assert_eq!(ledger.entries[1].amount, 1649);
+    assert_eq!(ledger.entries[1].idempotency_key, "c1");
+    let _ = SettleOutcome::Refused {
+        error: String::new(),
+    };
+}
+
+// ---- over real sockets -------------------------------------------------------------
+
+fn small_scenario() -> Scenario {
+    let text = r#"
+[catalogue]
+seed = 3
+isbns = 20
+[fx]
+base = "USD"
+rates = { EUR = 1.08, GBP = 1.27 }
+[[customers]]
+id = "c"
+api_key = "secret-key"
+[[sellers]]
+name = "js"
+protocol = "json"
+tls = true
+[sellers.latency]
+base_ms = 0.0
+jitter_ms = 0.0
+[[sellers]]
+name = "xs"
+protocol = "xml"
+currency = "EUR"
+[sellers.latency]
+base_ms = 0.0
+jitter_ms = 0.0
+[[sellers]]
+name = "ls"
+protocol = "line"
+currency = "GBP"
+endpoints = 2
+[sellers.latency]
+base_ms = 0.0
+jitter_ms = 5.0
+"#;
+    Scenario::from_toml_str(text).expect("scenario")
+}
+
+fn connect(url: &str) -> TcpStream {
+    let addr = url.split("://").nth(1).expect("url");
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+/// One HTTP/1.1 request on a kept-alive connection; returns status and body.
+fn http(
+    reader: &mut BufReader<TcpStream>,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    reader.get_mut().write_all(req.as_bytes()).expect("write");
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .expect("status code")
+        .parse()
+        .expect("number");
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).expect("header");
+        if h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().expect("length");
+        }
+    }
+    let mut buf = vec![0; len];
+    reader.read_exact(&mut buf).expect("body");
+    (status, String::from_utf8(buf).expect("utf8"))
+}
+
+#[test]
+fn running_sim_serves_every_protocol_and_emits_a_config() {
+    let sim = RunningSim::start(small_scenario(), LOCALHOST).expect("start");
+    let isbns = sim.isbns();
+    assert_eq!(isbns.len(), 20);
+    let isbn = isbns[0].clone();
+    let sellers = sim.sellers().to_vec();
+    assert!(sellers[0].endpoints[0].starts_with("https://127.0.0.1:"));
+    assert!(sellers[1].endpoints[0].starts_with("http://127.0.0.1:"));
+    assert_eq!(sellers[2].endpoints.len(), 2);
+    assert!(sellers[2].endpoints[1].starts_with("tcp://127.0.0.1:"));
+
+    // xml over one kept-alive connection: quote, order, repeat, cancel, admin.
+    let mut xml = BufReader::new(connect(&sellers[1].endpoints[0]));
+    let (st, body) = http(&mut xml, "GET", &format!("/search?isbn={isbn}"), "", "");
+    assert_eq!(st, 200, "{body}");
+    let book_id = body
+        .split("<bookId>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("bookId")
+        .to_string();
+    let offers =
+        bookbroker_protocols::xml_seller::decode_quote(bookbroker_protocols::http::Reply {
+            status: 200,
+            retry_after: None,
+            body: body.as_bytes(),
+        })
+        .expect("decodes");
+    let first = offers
+        .iter()
+        .find(|o| o.offer_id == book_id)
+        .expect("offer");
+    let total = first.total();
+    let order_xml = format!(
+        "<order><bookId>{book_id}</bookId><expectedTotal currency=\"EUR\">{}</expectedTotal><requestId>K1</requestId><shipTo>ship_home</shipTo></order>",
+        total.to_decimal()
+    );
+    let (st, a) = http(
+        &mut xml,
+        "POST",
+        "/order",
+        "Content-Type: application/xml\r\n",
+        &order_xml,
+    );
+    assert_eq!(st, 200, "{a}");
+    assert!(a.contains("<status>ok</status>"), "{a}");
+    let (_, b) = http(
+        &mut xml,
+        "POST",
+        "/order",
+        "Content-Type: application/xml\r\n",
+        &order_xml,
+    );
+    assert_eq!(a, b, "idempotent");
+    let order_id = a
+        .split("<orderId>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("orderId")
+        .to_string();
+    let (st, c) = http(
+        &mut xml,
+        "POST",
+        "/order/cancel",
+        "",
+        &format!("<cancel><orderId>{order_id}</orderId></cancel>"),
+    );
+    assert_eq!(st, 200, "{c}");
+    let (st, admin) = http(&mut xml, "GET", "/admin/orders", "", "");
+    assert_eq!(st, 200);
+    let admin: bookbroker_protocols::admin::AdminOrders =
+        serde_json::from_str(&admin).expect("admin json");
+    assert_eq!(admin.orders.len(), 1);
+    assert_eq!(
+        admin.orders[0].status,
+        bookbroker_protocols::admin::AdminOrderStatus::Cancelled
+    );
+    assert_eq!(admin.orders[0].idempotency_key, "K1");
+
+    // line, pipelined: several quotes and the admin listing on one connection.
+    let mut line = BufReader::new(connect(&sellers[2].endpoints[1]));
+    let mut batch = String::new();
+    for (i, isbn) in isbns.iter().take(5).enumerate() {
+        batch.push_str(&format!("QUOTE t{i}\tISBN\t{isbn}\n"));
+    }
+    batch.push_str("BOGUS x1\n");
+    line.get_mut().write_all(batch.as_bytes()).expect("write");
+    let mut ends = std::collections::HashSet::new();
+    let mut saw_err = false;
+    while ends.len() < 5 || !saw_err {
+        let mut l = String::new();
+        line.read_line(&mut l).expect("line");
+        if let Some(tag) = l.strip_prefix("END ") {
+            ends.insert(tag.trim().to_string());
+        } else if l.starts_with("ERR x1\t") {
+            saw_err = true;
+        } else {
+            assert!(l.starts_with("OFFER t"), "{l:?}");
+            assert!(l.contains("\tGBP\t"), "{l:?}");
+        }
+    }
+
+    // The payment provider: stats count connections and requests.
+    let mut pay = BufReader::new(connect(&sim.payment_url()));
+    let (st, stats) = http(&mut pay, "GET", "/admin/stats", "", "");
+    assert_eq!(st, 200);
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats json");
+    let xs = &stats["sellers"][1];
+    assert_eq!(xs["name"], "xs");
+    assert_eq!(xs["protocol"], "xml");
+    assert_eq!(
+        xs["connections_accepted"], 1,
+        "keep-alive kept one connection"
+    );
+    assert_eq!(xs["requests"]["quote"], 1);
+    assert_eq!(xs["requests"]["order"], 2);
+    assert_eq!(xs["requests"]["cancel"], 1);
+    assert_eq!(xs["requests"]["other"], 1);
+    assert_eq!(stats["sellers"][2]["requests"]["quote"], 5);
+    assert_eq!(stats["sellers"][2]["requests"]["other"], 1);
+    let (st, ledger) = http(&mut pay, "GET", "/v1/ledger", "", "");
+    assert_eq!((st, ledger.as_str()), (200, r#"{"entries":[]}"#));
+    let (st, _) = http(
+        &mut pay,
+        "POST",
+        "/v1/authorizations",
+        "",
+        r#"{"payment_token":"tok_ok","amount":5,"currency":"USD"}"#,
+    );
+    assert_eq!(st, 400, "no idempotency key");
+
+    // The emitted config.
+    let dir = std::env::temp_dir().join(format!("sellersim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = dir.join("ca.pem");
+    let text = sim.engine_config(&ca).expect("config");
+    let pem = std::fs::read_to_string(&ca).expect("ca written");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let cfg: toml::Value = toml::from_str(&text).expect("config is TOML");
+    assert_eq!(
+        cfg["payment"]["url"].as_str(),
+        Some(sim.payment_url().as_str())
+    );
+    assert_eq!(cfg["fx"]["base"].as_str(), Some("USD"));
+    let emitted = cfg["sellers"].as_array().expect("sellers");
+    assert_eq!(emitted.len(), 3);
+    assert_eq!(
+        emitted[0]["ca_file"].as_str(),
+        Some(ca.to_str().expect("utf8 path"))
+    );
+    assert!(emitted[1].get("ca_file").is_none());
+    assert_eq!(emitted[2]["protocol"].as_str(), Some("line"));
+    assert_eq!(emitted[2]["endpoints"].as_array().map(Vec::len), Some(2));
+    assert_eq!(emitted[1]["currency"].as_str(), Some("EUR"));
+    assert_eq!(emitted[0]["timeout_ms"].as_integer(), Some(150));
+    assert_eq!(
+        cfg["customers"][0]["api_key_sha256"].as_str(),
+        Some(api_key_sha256("secret-key").as_str())
+    );
+    assert!(!text.contains("secret-key"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let endpoint = sellers[1].endpoints[0].clone();
+    sim.stop();
+    let addr = endpoint.trim_start_matches("http://");
+    assert!(TcpStream::connect(addr).is_err(), "port closed after stop");
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let text = format!("[[sellers]]\nname = \"busy\"\nprotocol = \"line\"\nport = {port}\n");
+    let err = RunningSim::start(Scenario::from_toml_str(&text).expect("scenario"), LOCALHOST)
+        .expect_err("in use");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&port.to_string()) && msg.contains("busy"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn line_faults_over_a_socket() {
+    let text = r#"
+[catalogue]
+isbns = 5
+[[sellers]]
+name = "flaky"
+protocol = "line"
+[sellers.latency]
+base_ms = 0.0
+jitter_ms = 0.0
+[sellers.faults]
+overload_rate = 1.0
+retry_after_s = 2
+"#;
+    let sim = RunningSim::start(Scenario::from_toml_str(text).expect("scenario"), LOCALHOST)
+        .expect("start");
+    let isbn = sim.isbns()[0].clone();
+    let mut c = BufReader::new(connect(&sim.sellers()[0].endpoints[0]));
+    c.get_mut()
+        .write_all(format!("QUOTE q\tISBN\t{isbn}\n").as_bytes())
+        .expect("write");
+    let mut l = String::new();
+    c.read_line(&mut l).expect("line");
+    assert_eq!(l, "BUSY q\t2000\n");
+    sim.stop();
+}
+
+#[test]
+fn stale_listings_keep_quoting_sold_out_offers() {
+    let s = SellerState::new(SellerSetup {
+        name: "stale".into(),
+        protocol: Protocol::Line,
+        currency: Currency::USD,
+        seed: 1,
+        offers: vec![offer("L1", 500, 100, 1, "Only Copy")],
+        latency: LatencySpec::default(),
+        faults: FaultSpec::default(),
+        title_results_max: 10,
+        stale_listings: true,
+    });
+    assert!(matches!(
+        s.order(&order("L1", 600, "s1")).expect("order"),
+        OrderOutcome::Ordered { .. }
+    ));
+    assert_eq!(quantity(&s, "L1"), Some(1), "still listed");
+    assert_eq!(
+        s.order(&order("L1", 600, "s2")).expect("order"),
+        OrderOutcome::SoldOut
+    );
+}
+
+#[test]
+fn http_faults_over_a_socket() {
+    let text = r#"
+[catalogue]
+isbns = 5
+[[sellers]]
+name = "busy"
+protocol = "json"
+[sellers.faults]
+overload_rate = 1.0
+retry_after_s = 3
+[[sellers]]
+name = "closer"
+protocol = "json"
+[sellers.faults]
+close_rate = 1.0
+[[sellers]]
+name = "hang"
+protocol = "xml"
+[sellers.faults]
+hang = true
+"#;
+    let sim = RunningSim::start(Scenario::from_toml_str(text).expect("scenario"), LOCALHOST)
+        .expect("start");
+    let isbn = sim.isbns()[0].clone();
+    let request = format!("GET /v1/offers?isbn={isbn} HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    let mut busy = connect(&sim.sellers()[0].endpoints[0]);
+    busy.write_all(request.as_bytes()).expect("write");
+    let mut head = [0u8; 256];
+    let n = busy.read(&mut head).expect("read");
+    let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    assert!(head.contains("retry-after: 3"), "{head}");
+
+    let mut closer = connect(&sim.sellers()[1].endpoints[0]);
+    closer.write_all(request.as_bytes()).expect("write");
+    let mut all = Vec::new();
+    closer.read_to_end(&mut all).expect("read to the close");
+    let all = String::from_utf8_lossy(&all).to_string();
+    let (head, body) = all.split_once("\r\n\r\n").expect("headers arrived");
+    let promised: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .expect("content-length")
+        .parse()
+        .expect("number");
+    assert!(
+        !body.is_empty() && body.len() < promised,
+        "{} of {promised}",
+        body.len()
+    );
+
+    let mut hang = connect(&sim.sellers()[2].endpoints[0]);
+    hang.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    hang.write_all(format!("GET /search?isbn={isbn} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut buf = [0u8; 16];
+    let err = hang.read(&mut buf).expect_err("no answer");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    sim.stop();
+}
