@@ -1,1 +1,172 @@
-fn main(){}
+//! The `bookbroker` command: `serve`, `demo`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use bookbroker_engine::config::Config;
+use bookbroker_engine::demo::Demo;
+use bookbroker_engine::runtime::{apply_overrides, Engine, Overrides};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Buys the cheapest available copy of a book from many sellers at once.
+#[derive(Parser)]
+#[command(name = "bookbroker", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the customer API with the sellers of a config file.
+    Serve {
+        /// The config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Number of cores (executors), overriding `server.cores`; 0 = every core.
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Data directory, overriding `server.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the embedded demo: simulated sellers and payment provider in-process.
+    Demo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Validate a config file, print every problem, exit non-zero if any.
+    CheckConfig {
+        /// The config file (TOML).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            cores,
+            data_dir,
+        } => serve(
+            config,
+            Overrides {
+                listen,
+                cores,
+                data_dir,
+            },
+        ),
+        Command::Demo { listen } => demo(listen),
+        Command::CheckConfig { file } => return check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bookbroker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+    let config = Config::load_valid(&path).with_context(|| format!("config {}", path.display()))?;
+    let config = apply_overrides(config, &overrides);
+    let problems = config.problems();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        anyhow::bail!("invalid command-line override:\n  {}", list.join("\n  "));
+    }
+    run(config)
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let engine = Engine::start(config)?;
+    tracing::info!(listen = %engine.listen(), cores = engine.cores(), "bookbroker serving");
+    install_signal_handler(engine.stopper())?;
+    engine.wait()?;
+    tracing::info!("bookbroker stopped");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+fn install_signal_handler(stop: impl Fn() + Send + Sync + 'static) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("bookbroker-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal = sig, "shutting down: finishing in-flight requests");
+                    stop();
+                } else {
+                    tracing::warn!("second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn demo(listen: String) -> anyhow::Result<()> {
+    let demo = Demo::start(&listen)?;
+    let engine = Engine::start(demo.config.clone())?;
+    println!("{}", demo.instructions(&listen));
+    install_signal_handler(engine.stopper())?;
+    let result = engine.wait();
+    demo.sim.stop();
+    let _ = std::fs::remove_dir_all(&demo.dir);
+    result.map_err(Into::into)
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+        Ok(config) => {
+            let problems = config.problems();
+            if problems.is_empty() {
+                println!(
+                    "{}: ok ({} sellers, {} customers)",
+                    path.display(),
+                    config.sellers.len(),
+                    config.customers.len()
+                );
+                ExitCode::SUCCESS
+            } else {
+                for p in &problems {
+                    eprintln!("{}: {p}", path.display());
+                }
+                eprintln!("{}: {} problem(s)", path.display(), problems.len());
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

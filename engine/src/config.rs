@@ -1,0 +1,702 @@
+//! The engine's config file (TOML), section 4 of the contract: loaded with serde,
+//! validated as a whole (every problem reported, each naming its field), and checkable
+//! from the command line with `bookbroker check-config`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use bookbroker_protocols::{Currency, FxTable};
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[quotes]`.
+    #[serde(default)]
+    pub quotes: QuotesConfig,
+    /// `[hedging]`.
+    #[serde(default)]
+    pub hedging: HedgingConfig,
+    /// `[payment]`.
+    #[serde(default)]
+    pub payment: PaymentConfig,
+    /// `[fx]`.
+    #[serde(default)]
+    pub fx: FxConfig,
+    /// `[[sellers]]`.
+    #[serde(default)]
+    pub sellers: Vec<SellerConfig>,
+    /// `[[customers]]`.
+    #[serde(default)]
+    pub customers: Vec<CustomerConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address, e.g. `0.0.0.0:8080`.
+    pub listen: String,
+    /// Executors (one per core); 0 = every core.
+    pub cores: usize,
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers (slowloris protection).
+    pub header_read_timeout_ms: u64,
+    /// Most headers in one request.
+    pub max_headers: usize,
+    /// Most client connections one core keeps open; more are closed at once.
+    pub max_connections_per_core: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:8080".into(),
+            cores: 0,
+            data_dir: PathBuf::from("./data"),
+            max_body_bytes: 65536,
+            header_read_timeout_ms: 5000,
+            max_headers: 64,
+            max_connections_per_core: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[quotes]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotesConfig {
+    /// One deadline for the whole fan-out.
+    pub deadline_ms: u64,
+    /// Quote cache lifetime; 0 = no cache.
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for QuotesConfig {
+    fn default() -> Self {
+        QuotesConfig {
+            deadline_ms: 200,
+            cache_ttl_ms: 0,
+        }
+    }
+}
+
+/// `[hedging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HedgingConfig {
+    /// Whether slow quote requests are hedged.
+    pub enabled: bool,
+    /// Hedges and retries allowed per primary request.
+    pub budget: f64,
+}
+
+impl Default for HedgingConfig {
+    fn default() -> Self {
+        HedgingConfig {
+            enabled: true,
+            budget: 0.05,
+        }
+    }
+}
+
+/// `[payment]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentConfig {
+    /// The provider's base URL.
+    pub url: String,
+    /// Timeout of one call to the provider.
+    pub timeout_ms: u64,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        PaymentConfig {
+            url: "http://127.0.0.1:9100".into(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[fx]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FxConfig {
+    /// The base currency.
+    pub base: String,
+    /// Value of one unit of each currency in the base.
+    pub rates: BTreeMap<String, f64>,
+}
+
+impl Default for FxConfig {
+    fn default() -> Self {
+        FxConfig {
+            base: "USD".into(),
+            rates: BTreeMap::new(),
+        }
+    }
+}
+
+/// A seller protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// JSON over HTTP/1.1.
+    Json,
+    /// XML over HTTP/1.1.
+    Xml,
+    /// The pipelined line protocol over TCP.
+    Line,
+}
+
+fn default_timeout_ms() -> u64 {
+    150
+}
+fn default_max_concurrency() -> usize {
+    256
+}
+fn default_line_connections() -> usize {
+    2
+}
+
+/// `[[sellers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellerConfig {
+    /// Unique name, shown to customers.
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// One or more endpoints (`http://`, `https://` or `tcp://host:port`).
+    pub endpoints: Vec<String>,
+    /// The seller's own currency.
+    pub currency: String,
+    /// Timeout of one request.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Requests in flight to this seller, for the whole engine.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// CA certificate (PEM) to trust for `https://` endpoints; system roots otherwise.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Connections per endpoint per core for `line` sellers.
+    #[serde(default = "default_line_connections")]
+    pub line_connections: usize,
+}
+
+/// `[[customers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerConfig {
+    /// Customer id.
+    pub id: String,
+    /// Hex SHA-256 of the customer's API key.
+    pub api_key_sha256: String,
+}
+
+/// One semantic problem in a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field, e.g. `sellers[2].endpoints[0]`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key of the wrong type or unknown.
+    #[error("{0}")]
+    Parse(String),
+    /// Parsed, but with problems.
+    #[error("{}", list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    format!("{} problem(s):\n  {}", problems.len(), lines.join("\n  "))
+}
+
+/// A parsed `host:port` of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// Splits `scheme://host:port[/]` into scheme and host/port. Paths other than `/` are
+/// not allowed: sellers are addressed by their base URL.
+pub fn parse_url(url: &str) -> Result<(&str, HostPort), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL (scheme://host:port)"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(format!(
+            "{url:?} must be scheme://host:port, without path or user"
+        ));
+    }
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (h, p) = inner
+            .split_once("]:")
+            .ok_or_else(|| format!("{url:?}: expected [ipv6]:port"))?;
+        (h, p)
+    } else {
+        rest.rsplit_once(':')
+            .ok_or_else(|| format!("{url:?} has no port"))?
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{url:?}: port {port:?} is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err(format!("{url:?}: port 0 is not allowed"));
+    }
+    Ok((
+        scheme,
+        HostPort {
+            host: host.to_string(),
+            port,
+        },
+    ))
+}
+
+impl Config {
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads and parses a file; a relative `ca_file` is resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::from_toml_str(&text)?;
+        if let Some(dir) = path.parent() {
+            for s in &mut config.sellers {
+                if let Some(ca) = &s.ca_file {
+                    if ca.is_relative() {
+                        s.ca_file = Some(dir.join(ca));
+                    }
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Loads and validates.
+    pub fn load_valid(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load(path)?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The FX table of `[fx]`.
+    pub fn fx_table(&self) -> Result<FxTable, ConfigError> {
+        let bad =
+            |field: String, message: String| ConfigError::Invalid(vec![Problem { field, message }]);
+        let base =
+            Currency::parse(&self.fx.base).map_err(|e| bad("fx.base".into(), e.to_string()))?;
+        let mut rates = Vec::with_capacity(self.fx.rates.len());
+        let mut texts = Vec::with_capacity(self.fx.rates.len());
+        for (code, rate) in &self.fx.rates {
+            let c = Currency::parse(code)
+                .map_err(|e| bad(format!("fx.rates.{code}"), e.to_string()))?;
+            rates.push(c);
+            texts.push(FxTable::rate_text_from_f64(*rate));
+        }
+        let pairs: Vec<(Currency, &str)> = rates
+            .iter()
+            .copied()
+            .zip(texts.iter().map(String::as_str))
+            .collect();
+        FxTable::new(base, &pairs).map_err(|e| bad("fx.rates".into(), e.to_string()))
+    }
+
+    /// Every semantic problem, each naming its field.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |field: String, message: String| out.push(Problem { field, message });
+
+        let s = &self.server;
+        if let Err(e) = s.listen.parse::<std::net::SocketAddr>() {
+            p(
+                "server.listen".into(),
+                format!("{:?} is not an address like 0.0.0.0:8080 ({e})", s.listen),
+            );
+        }
+        if s.cores > 1024 {
+            p(
+                "server.cores".into(),
+                format!("{} is more than 1024", s.cores),
+            );
+        }
+        if s.max_body_bytes == 0 || s.max_body_bytes > 16 << 20 {
+            p(
+                "server.max_body_bytes".into(),
+                "must be from 1 to 16777216".into(),
+            );
+        }
+        if s.header_read_timeout_ms == 0 || s.header_read_timeout_ms > 600_000 {
+            p(
+                "server.header_read_timeout_ms".into(),
+                "must be from 1 to 600000".into(),
+            );
+        }
+        if s.max_headers == 0 || s.max_headers > 1024 {
+            p("server.max_headers".into(), "must be from 1 to 1024".into());
+        }
+        if s.max_connections_per_core == 0 {
+            p(
+                "server.max_connections_per_core".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if s.data_dir.as_os_str().is_empty() {
+            p("server.data_dir".into(), "must not be empty".into());
+        }
+        if self.quotes.deadline_ms == 0 || self.quotes.deadline_ms > 60_000 {
+            p(
+                "quotes.deadline_ms".into(),
+                format!("{} is not from 1 to 60000", self.quotes.deadline_ms),
+            );
+        }
+        if self.quotes.cache_ttl_ms > 3_600_000 {
+            p(
+                "quotes.cache_ttl_ms".into(),
+                "must be at most 3600000 (one hour)".into(),
+            );
+        }
+        let b = self.hedging.budget;
+        if !(0.0..=1.0).contains(&b) {
+            p(
+                "hedging.budget".into(),
+                format!("{b} is not between 0 and 1"),
+            );
+        }
+        match parse_url(&self.payment.url) {
+            Ok((scheme, _)) if scheme == "http" || scheme == "https" => {}
+            Ok((scheme, _)) => p(
+                "payment.url".into(),
+                format!("scheme {scheme:?} is not http or https"),
+            ),
+            Err(e) => p("payment.url".into(), e),
+        }
+        if self.payment.timeout_ms == 0 || self.payment.timeout_ms > 60_000 {
+            p(
+                "payment.timeout_ms".into(),
+                "must be from 1 to 60000".into(),
+            );
+        }
+
+        let base = Currency::parse(&self.fx.base);
+        if let Err(e) = &base {
+            p("fx.base".into(), e.to_string());
+        }
+        let mut convertible: HashSet<String> = HashSet::new();
+        convertible.insert(self.fx.base.clone());
+        for (code, rate) in &self.fx.rates {
+            let field = format!("fx.rates.{code}");
+            match Currency::parse(code) {
+                Err(e) => p(field.clone(), e.to_string()),
+                Ok(_) => {
+                    convertible.insert(code.clone());
+                }
+            }
+            if !rate.is_finite() || *rate <= 0.0 {
+                p(field, format!("rate {rate} must be a positive number"));
+            } else if *rate > 1e9 || *rate < 1e-9 {
+                p(field, format!("rate {rate} is absurd"));
+            }
+        }
+        let mut rates_ok = base.is_ok();
+        for (code, rate) in &self.fx.rates {
+            rates_ok &= Currency::parse(code).is_ok() && rate.is_finite() && *rate > 0.0;
+        }
+        if rates_ok {
+            if let Err(ConfigError::Invalid(ps)) = self.fx_table() {
+                for q in ps {
+                    p(q.field, q.message);
+                }
+            }
+        }
+
+        if self.sellers.is_empty() {
+            p(
+                "sellers".into(),
+                "at least one [[sellers]] is required".into(),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, seller) in self.sellers.iter().enumerate() {
+            let f = |k: &str| format!("sellers[{i}].{k}");
+            if seller.name.is_empty() {
+                p(f("name"), "must not be empty".into());
+            } else if !seller
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                p(
+                    f("name"),
+                    format!("{:?} may only contain a-z, 0-9, - and _", seller.name),
+                );
+            } else if seller.name.len() > 64 {
+                p(f("name"), "is longer than 64 characters".into());
+            }
+            if !seller.name.is_empty() && !names.insert(seller.name.clone()) {
+                p(
+                    f("name"),
+                    format!("{:?} is used by another seller", seller.name),
+                );
+            }
+            if seller.endpoints.is_empty() {
+                p(f("endpoints"), "at least one endpoint is required".into());
+            }
+            let mut https = false;
+            for (j, ep) in seller.endpoints.iter().enumerate() {
+                let field = format!("sellers[{i}].endpoints[{j}]");
+                match parse_url(ep) {
+                    Err(e) => p(field, e),
+                    Ok((scheme, _)) => {
+                        let ok = match seller.protocol {
+                            Protocol::Json | Protocol::Xml => scheme == "http" || scheme == "https",
+                            Protocol::Line => scheme == "tcp",
+                        };
+                        https |= scheme == "https";
+                        if !ok {
+                            let want = match seller.protocol {
+                                Protocol::Line => "tcp://",
+                                _ => "http:// or https://",
+                            };
+                            p(
+                                field,
+                                format!("{ep:?} is not {want} (protocol {:?})", seller.protocol),
+                            );
+                        }
+                    }
+                }
+            }
+            match Currency::parse(&seller.currency) {
+                Err(e) => p(f("currency"), e.to_string()),
+                Ok(_) if !convertible.contains(&seller.currency) => p(
+                    f("currency"),
+                    format!(
+                        "{} has no rate in [fx] rates (base {})",
+                        seller.currency, self.fx.base
+                    ),
+                ),
+                Ok(_) => {}
+            }
+            if seller.timeout_ms == 0 || seller.timeout_ms > 60_000 {
+                p(
+                    f("timeout_ms"),
+                    format!("{} is not from 1 to 60000", seller.timeout_ms),
+                );
+            }
+            if seller.max_concurrency == 0 {
+                p(f("max_concurrency"), "must be at least 1".into());
+            }
+            if seller.line_connections == 0 || seller.line_connections > 64 {
+                p(f("line_connections"), "must be from 1 to 64".into());
+            }
+            if let Some(ca) = &seller.ca_file {
+                if !https {
+                    p(f("ca_file"), "is only used with https:// endpoints".into());
+                } else if !ca.is_file() {
+                    p(f("ca_file"), format!("{} does not exist", ca.display()));
+                }
+            }
+        }
+
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        for (i, c) in self.customers.iter().enumerate() {
+            if c.id.is_empty() {
+                p(format!("customers[{i}].id"), "must not be empty".into());
+            } else if !ids.insert(c.id.clone()) {
+                p(
+                    format!("customers[{i}].id"),
+                    format!("{:?} is used twice", c.id),
+                );
+            }
+            let h = &c.api_key_sha256;
+            if h.len() != 64
+                || !h
+                    .chars()
+                    .all(|ch| ch.is_ascii_digit() || ('a'..='f').contains(&ch))
+            {
+                p(
+                    format!("customers[{i}].api_key_sha256"),
+                    "must be 64 lower-case hex digits (the SHA-256 of the API key)".into(),
+                );
+            } else if !hashes.insert(h.clone()) {
+                p(
+                    format!("customers[{i}].api_key_sha256"),
+                    "is the same key as another customer's".into(),
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "0.0.0.0:8080"
+cores = 0
+data_dir = "./data"
+max_body_bytes = 65536
+
+[quotes]
+deadline_ms = 200
+cache_ttl_ms = 0
+
+[hedging]
+enabled = true
+budget = 0.05
+
+[payment]
+url = "http://127.0.0.1:9100"
+
+[fx]
+base = "USD"
+rates = { EUR = 1.08, GBP = 1.27 }
+
+[[sellers]]
+name = "harbor-books"
+protocol = "json"
+endpoints = ["https://127.0.0.1:9001"]
+currency = "USD"
+timeout_ms = 150
+max_concurrency = 256
+
+[[sellers]]
+name = "corner-shop"
+protocol = "line"
+endpoints = ["tcp://127.0.0.1:9003"]
+currency = "GBP"
+
+[[customers]]
+id = "alice"
+api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+"#;
+
+    fn fields(text: &str) -> Vec<String> {
+        Config::from_toml_str(text)
+            .map(|c| c.problems().into_iter().map(|p| p.field).collect())
+            .unwrap_or_else(|e| vec![format!("parse: {e}")])
+    }
+
+    #[test]
+    fn the_contract_example_is_valid() {
+        assert_eq!(fields(EXAMPLE), Vec::<String>::new());
+        let c = Config::from_toml_str(EXAMPLE).unwrap();
+        assert_eq!(c.sellers[1].timeout_ms, 150);
+        assert_eq!(c.sellers[1].protocol, Protocol::Line);
+        assert!(c.fx_table().is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let text = EXAMPLE
+            .replace("\"GBP\"\n\n[[customers]]", "\"XYZ\"\n\n[[customers]]")
+            .replace("tcp://127.0.0.1:9003", "ftp://127.0.0.1:9003")
+            .replace("deadline_ms = 200", "deadline_ms = 0")
+            .replace("budget = 0.05", "budget = 2.0")
+            .replace("name = \"corner-shop\"", "name = \"harbor-books\"");
+        let f = fields(&text);
+        for want in [
+            "quotes.deadline_ms",
+            "hedging.budget",
+            "sellers[1].name",
+            "sellers[1].endpoints[0]",
+            "sellers[1].currency",
+        ] {
+            assert!(f.iter().any(|x| x == want), "{want} missing from {f:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_types_are_parse_errors() {
+        let e = Config::from_toml_str("[server]\nlisten = 5\n").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = Config::from_toml_str("[server]\nlistn = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn currencies_need_a_rate_and_hashes_must_be_hex() {
+        let text = EXAMPLE
+            .replace(
+                "rates = { EUR = 1.08, GBP = 1.27 }",
+                "rates = { EUR = 1.08, GBP = -1.0 }",
+            )
+            .replace(
+                "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+                "XYZ",
+            );
+        let f = fields(&text);
+        assert!(f.iter().any(|x| x == "fx.rates.GBP"), "{f:?}");
+        assert!(
+            f.iter().any(|x| x == "customers[0].api_key_sha256"),
+            "{f:?}"
+        );
+        let text = EXAMPLE.replace("currency = \"GBP\"", "currency = \"JPY\"");
+        assert!(fields(&text).iter().any(|x| x == "sellers[1].currency"));
+    }
+
+    #[test]
+    fn urls_parse() {
+        assert_eq!(parse_url("http://127.0.0.1:80").unwrap().1.port, 80);
+        assert_eq!(parse_url("tcp://[::1]:9000").unwrap().1.host, "::1");
+        assert!(parse_url("http://127.0.0.1").is_err());
+        assert!(parse_url("http://127.0.0.1:0").is_err());
+        assert!(parse_url("http://127.0.0.1:80/x").is_err());
+        assert!(parse_url("127.0.0.1:80").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! The bookbroker engine: one glommio executor pinned per core, each serving the customer
+//! API over HTTP/1.1 with hyper and fanning quote requests out to every seller over its own
+//! pooled connections. See `ARCHITECTURE.md` at the repository root for the map.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod net;
+pub mod problem;
+pub mod quotes;
+pub mod runtime;
+pub mod sellers;
+pub mod server;
+pub mod signal;

@@ -1,0 +1,148 @@
+//! Request errors as RFC 9457 problem details (`application/problem+json`).
+//!
+//! Every 4xx the engine sends is one of these, so a client always gets a machine-readable
+//! `type`, a stable `title`, the `status` and a `detail` that says what to fix.
+
+use serde::Serialize;
+
+/// A problem answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiProblem {
+    /// HTTP status.
+    pub status: u16,
+    /// Short slug naming the kind of problem; `type` is `/problems/<kind>`.
+    pub kind: &'static str,
+    /// Human title, the same for every problem of this kind.
+    pub title: &'static str,
+    /// What exactly is wrong with this request.
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl ApiProblem {
+    /// The content type of problem bodies.
+    pub const CONTENT_TYPE: &'static str = "application/problem+json";
+
+    fn new(
+        status: u16,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiProblem {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400: the request is malformed or a field is invalid.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(400, "invalid-request", "Invalid request", detail)
+    }
+    /// 401: missing or wrong API key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "send a valid API key as 'Authorization: Bearer <key>'",
+        )
+    }
+    /// 404: no such route or resource.
+    pub fn not_found() -> Self {
+        Self::new(404, "not-found", "Not found", "no such resource")
+    }
+    /// 405: the route exists but not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "method-not-allowed",
+            "Method not allowed",
+            "see the Allow header",
+        )
+    }
+    /// 409: the same idempotency key is still being processed.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(409, "conflict", "Conflict", detail)
+    }
+    /// 413: the body is too large.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "payload-too-large",
+            "Payload too large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    }
+    /// 415: wrong content type.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as application/json",
+        )
+    }
+    /// 422: the same idempotency key was used with another request.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(422, "unprocessable", "Unprocessable request", detail)
+    }
+    /// 431: too many or too large headers.
+    pub fn too_many_headers() -> Self {
+        Self::new(
+            431,
+            "headers-too-large",
+            "Request header fields too large",
+            "send fewer or smaller headers",
+        )
+    }
+    /// 503: the engine is overloaded or shutting down; retry later.
+    pub fn service_unavailable(detail: impl Into<String>) -> Self {
+        Self::new(503, "unavailable", "Service unavailable", detail)
+    }
+    /// 500: a bug in the engine.
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            "internal",
+            "Internal error",
+            "the engine failed; this is a bug",
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        let body = Body {
+            kind: format!("/problems/{}", self.kind),
+            title: self.title,
+            status: self.status,
+            detail: &self.detail,
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_rfc9457_members() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ApiProblem::bad_request("isbn: bad \"x\"").body()).unwrap();
+        assert_eq!(v["type"], "/problems/invalid-request");
+        assert_eq!(v["title"], "Invalid request");
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["detail"], "isbn: bad \"x\"");
+    }
+}

@@ -1,0 +1,345 @@
+//! `GET /v1/quotes`: parse the customer's query, fan out to every seller at once under
+//! one deadline, convert what arrived into the customer's currency and rank it.
+//!
+//! Invariants:
+//! * the answer is sent by the deadline (plus scheduling noise) whatever the sellers do:
+//!   every seller request carries a timeout no later than the deadline;
+//! * offers are sorted by landed `total` ascending, ties broken by seller then offer id,
+//!   so the same answers always give the same order;
+//! * a seller whose offers cannot be converted or do not match the ISBN asked for is
+//!   reported as `error` rather than shown with wrong numbers.
+
+use std::time::{Duration, Instant};
+
+use bookbroker_protocols::http::parse_query;
+use bookbroker_protocols::{
+    ConditionFilter, Currency, FxTable, Isbn, Money, QuoteQuery, SellerOffer,
+};
+use serde::Serialize;
+
+use crate::problem::ApiProblem;
+use crate::sellers::{SellerClient, SellerError};
+
+/// Longest title accepted in a query, in bytes.
+pub const MAX_TITLE_BYTES: usize = 512;
+
+/// A validated quote request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteRequest {
+    /// What to look for.
+    pub query: QuoteQuery,
+    /// The customer's currency.
+    pub currency: Currency,
+    /// Condition filter.
+    pub condition: ConditionFilter,
+}
+
+/// Parses the query string of `GET /v1/quotes`. Every problem is a 400 naming the
+/// parameter; `fx` decides which currencies are known.
+pub fn parse_request(query: Option<&str>, fx: &FxTable) -> Result<QuoteRequest, ApiProblem> {
+    let pairs = parse_query(query.unwrap_or(""))
+        .map_err(|e| ApiProblem::bad_request(format!("query string: {e}")))?;
+    let mut isbn = None;
+    let mut title = None;
+    let mut currency = None;
+    let mut condition = None;
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "isbn" => &mut isbn,
+            "title" => &mut title,
+            "currency" => &mut currency,
+            "condition" => &mut condition,
+            other => {
+                return Err(ApiProblem::bad_request(format!(
+                    "unknown query parameter {:?}; expected isbn, title, currency, condition",
+                    truncate(other, 64)
+                )))
+            }
+        };
+        if slot.is_some() {
+            return Err(ApiProblem::bad_request(format!(
+                "query parameter {name} given twice"
+            )));
+        }
+        *slot = Some(value);
+    }
+    let query = match (isbn, title) {
+        (Some(_), Some(_)) => {
+            return Err(ApiProblem::bad_request(
+                "give either isbn or title, not both",
+            ))
+        }
+        (None, None) => return Err(ApiProblem::bad_request("isbn or title is required")),
+        (Some(isbn), None) => QuoteQuery::Isbn(
+            Isbn::parse(&isbn).map_err(|e| ApiProblem::bad_request(format!("isbn: {e}")))?,
+        ),
+        (None, Some(title)) => {
+            if title.trim().is_empty() {
+                return Err(ApiProblem::bad_request("title must not be empty"));
+            }
+            if title.len() > MAX_TITLE_BYTES {
+                return Err(ApiProblem::bad_request(format!(
+                    "title is longer than {MAX_TITLE_BYTES} bytes"
+                )));
+            }
+            if title.chars().any(char::is_control) {
+                return Err(ApiProblem::bad_request(
+                    "title must not contain control characters",
+                ));
+            }
+            QuoteQuery::Title(title)
+        }
+    };
+    let currency = match currency {
+        None => fx.base(),
+        Some(code) => {
+            let c = Currency::parse(&code).map_err(|_| {
+                ApiProblem::bad_request(format!(
+                    "currency: unknown currency {:?}",
+                    truncate(&code, 16)
+                ))
+            })?;
+            if !fx.knows(c) {
+                return Err(ApiProblem::bad_request(format!(
+                    "currency: {c} has no exchange rate configured"
+                )));
+            }
+            c
+        }
+    };
+    let condition = match condition {
+        None => ConditionFilter::Any,
+        Some(text) => ConditionFilter::parse(&text)
+            .ok_or_else(|| ApiProblem::bad_request("condition: expected any, new or used"))?,
+    };
+    Ok(QuoteRequest {
+        query,
+        currency,
+        condition,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// What one seller contributed to a quote.
+pub struct SellerResult {
+    /// Index of the seller.
+    pub seller: usize,
+    /// Offers, or why there are none.
+    pub outcome: Result<Vec<SellerOffer>, SellerError>,
+    /// Time from the start of the fan-out to this seller's answer.
+    pub latency: Duration,
+    /// Whether a hedge was sent.
+    pub hedged: bool,
+}
+
+/// Asks every seller at once; returns by `deadline`.
+pub async fn fan_out(
+    sellers: &[SellerClient],
+    query: &QuoteQuery,
+    deadline: Instant,
+) -> Vec<SellerResult> {
+    let start = Instant::now();
+    let calls = sellers.iter().map(|seller| async move {
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .min(seller.timeout);
+        let outcome = if budget.is_zero() {
+            Err(SellerError::Timeout)
+        } else {
+            seller.quote(query, budget, 0).await
+        };
+        SellerResult {
+            seller: seller.index,
+            outcome,
+            latency: start.elapsed(),
+            hedged: false,
+        }
+    });
+    futures_util::future::join_all(calls).await
+}
+
+#[derive(Serialize)]
+struct QueryEcho<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isbn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Amounts<'a> {
+    price: i64,
+    shipping: i64,
+    total: i64,
+    currency: &'a str,
+}
+
+#[derive(Serialize)]
+struct OfferOut<'a> {
+    seller: &'a str,
+    offer_id: &'a str,
+    isbn: &'a str,
+    title: &'a str,
+    condition: &'static str,
+    price: i64,
+    shipping: i64,
+    total: i64,
+    currency: &'a str,
+    original: Amounts<'a>,
+}
+
+#[derive(Serialize)]
+struct SellerOut<'a> {
+    seller: &'a str,
+    status: &'static str,
+    latency_ms: f64,
+    hedged: bool,
+}
+
+#[derive(Serialize)]
+struct QuoteBody<'a> {
+    query: QueryEcho<'a>,
+    currency: &'a str,
+    complete: bool,
+    offers: Vec<OfferOut<'a>>,
+    sellers: Vec<SellerOut<'a>>,
+}
+
+/// A converted offer, ready to rank.
+struct Landed<'a> {
+    seller: &'a str,
+    offer: &'a SellerOffer,
+    price: i64,
+    shipping: i64,
+    total: i64,
+}
+
+/// Converts, filters, ranks and serializes. Returns the JSON body and whether every
+/// seller answered.
+pub fn build_answer(
+    req: &QuoteRequest,
+    sellers: &[SellerClient],
+    results: &[SellerResult],
+    fx: &FxTable,
+) -> (Vec<u8>, bool) {
+    let mut landed: Vec<Landed<'_>> = Vec::new();
+    let mut statuses = Vec::with_capacity(results.len());
+    for r in results {
+        let name = sellers.get(r.seller).map(|s| &*s.name).unwrap_or("?");
+        let status = match &r.outcome {
+            Ok(offers) => match land(req, name, offers, fx, &mut landed) {
+                Ok(()) => "ok",
+                Err(why) => {
+                    tracing::warn!(seller = name, %why, "discarding a seller's quote");
+                    "error"
+                }
+            },
+            Err(e) => e.status(),
+        };
+        statuses.push(SellerOut {
+            seller: name,
+            status,
+            latency_ms: (r.latency.as_secs_f64() * 10_000.0).round() / 10.0,
+            hedged: r.hedged,
+        });
+    }
+    landed.sort_by(|a, b| {
+        a.total
+            .cmp(&b.total)
+            .then_with(|| a.seller.cmp(b.seller))
+            .then_with(|| a.offer.offer_id.cmp(&b.offer.offer_id))
+    });
+    let complete = statuses.iter().all(|s| s.status == "ok");
+    let currency = req.currency.code();
+    let offers = landed
+        .iter()
+        .map(|l| OfferOut {
+            seller: l.seller,
+            offer_id: &l.offer.offer_id,
+            isbn: l.offer.isbn.as_str(),
+            title: &l.offer.title,
+            condition: l.offer.condition.as_str(),
+            price: l.price,
+            shipping: l.shipping,
+            total: l.total,
+            currency,
+            original: Amounts {
+                price: l.offer.price,
+                shipping: l.offer.shipping,
+                total: l.offer.price.saturating_add(l.offer.shipping),
+                currency: l.offer.currency.code(),
+            },
+        })
+        .collect();
+    let (isbn, title) = match &req.query {
+        QuoteQuery::Isbn(i) => (Some(i.as_str()), None),
+        QuoteQuery::Title(t) => (None, Some(t.as_str())),
+    };
+    let body = QuoteBody {
+        query: QueryEcho { isbn, title },
+        currency,
+        complete,
+        offers,
+        sellers: statuses,
+    };
+    // Serializing plain structs of strings and integers cannot fail; an empty body
+    // would be caught by every client, but keep the error visible in logs.
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "could not serialize a quote answer");
+        Vec::new()
+    });
+    (bytes, complete)
+}
+
+/// Converts one seller's offers into the customer's currency and keeps those that pass
+/// the filters. A seller that sends an offer we cannot trust spoils its whole answer.
+fn land<'a>(
+    req: &QuoteRequest,
+    seller: &'a str,
+    offers: &'a [SellerOffer],
+    fx: &FxTable,
+    out: &mut Vec<Landed<'a>>,
+) -> Result<(), String> {
+    let mark = out.len();
+    for offer in offers {
+        if let QuoteQuery::Isbn(isbn) = &req.query {
+            if offer.isbn != *isbn {
+                out.truncate(mark);
+                return Err(format!("offer {:?} is for another ISBN", offer.offer_id));
+            }
+        }
+        if offer.price < 0 || offer.shipping < 0 {
+            out.truncate(mark);
+            return Err(format!("offer {:?} has a negative amount", offer.offer_id));
+        }
+        if !req.condition.accepts(offer.condition) {
+            continue;
+        }
+        let convert = |minor: i64| {
+            fx.convert(Money::new(minor, offer.currency), req.currency)
+                .map(|m| m.minor)
+                .map_err(|e| format!("offer {:?}: {e}", offer.offer_id))
+        };
+        let (price, shipping) = match (convert(offer.price), convert(offer.shipping)) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => {
+                out.truncate(mark);
+                return Err(e);
+            }
+        };
+        out.push(Landed {
+            seller,
+            offer,
+            price,
+            shipping,
+            total: price.saturating_add(shipping),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Starting and stopping the engine: one thread per core, each running a glommio
+//! executor pinned to its CPU, plus a signal thread that turns SIGINT/SIGTERM into a
+//! graceful shutdown.
+//!
+//! Start-up failures are reported with what to change: io_uring refused, locked memory
+//! too low, the address in use, a seller endpoint that cannot be set up.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::auth::ApiKeys;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::net::CoreTimer;
+use crate::sellers::SellerClient;
+use crate::server::{self, Core};
+use crate::signal::LocalSignal;
+
+/// Memory each executor registers with io_uring. The engine does no file I/O through
+/// glommio (RocksDB has its own), so a small amount keeps the locked-memory need low.
+pub const IO_MEMORY_PER_EXECUTOR: usize = 512 << 10;
+
+/// State shared read-only by every core (plus the shutdown flag and metrics, which are
+/// atomics).
+pub struct Shared {
+    /// The validated config.
+    pub config: Config,
+    /// Where every core listens.
+    pub listen: SocketAddr,
+    /// Number of cores serving.
+    pub cores: usize,
+    /// Metrics, one slot per core.
+    pub metrics: Arc<Metrics>,
+    /// Set once when the process should stop.
+    pub shutdown: AtomicBool,
+}
+
+/// Why the engine could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Something about the host is not as the engine needs it.
+    #[error("{0}")]
+    Environment(String),
+    /// The config cannot be served (a seller endpoint, the FX table).
+    #[error("{0}")]
+    Config(String),
+    /// An executor thread died.
+    #[error("core {core} stopped unexpectedly: {why}")]
+    CoreFailed {
+        /// Which core.
+        core: usize,
+        /// What it reported.
+        why: String,
+    },
+}
+
+/// Options that override the config on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--cores`.
+    pub cores: Option<usize>,
+    /// `--data-dir`.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// A started engine: wait for it with [`Engine::wait`], stop it with [`Engine::stop`].
+pub struct Engine {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+/// Applies the overrides to `config`.
+pub fn apply_overrides(mut config: Config, o: &Overrides) -> Config {
+    if let Some(l) = &o.listen {
+        config.server.listen = l.clone();
+    }
+    if let Some(c) = o.cores {
+        config.server.cores = c;
+    }
+    if let Some(d) = &o.data_dir {
+        config.server.data_dir = d.clone();
+    }
+    config
+}
+
+impl Engine {
+    /// Starts one executor per core and returns once every core listens.
+    pub fn start(config: Config) -> Result<Engine, RuntimeError> {
+        let listen: SocketAddr = config.server.listen.parse().map_err(|e| {
+            RuntimeError::Config(format!("server.listen {:?}: {e}", config.server.listen))
+        })?;
+        let online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cores = if config.server.cores == 0 {
+            online
+        } else {
+            config.server.cores
+        };
+        preflight(listen, cores)?;
+        let names: Vec<String> = config.sellers.iter().map(|s| s.name.clone()).collect();
+        let shared = Arc::new(Shared {
+            config,
+            listen,
+            cores,
+            metrics: Metrics::new(cores, &names),
+            shutdown: AtomicBool::new(false),
+        });
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let mut threads = Vec::with_capacity(cores);
+        for core in 0..cores {
+            let shared = Arc::clone(&shared);
+            let ready = ready_tx.clone();
+            let cpu = core % online;
+            let handle = std::thread::Builder::new()
+                .name(format!("bookbroker-core-{core}"))
+                .spawn(move || run_core(core, cpu, shared, ready))
+                .map_err(|e| RuntimeError::Environment(format!("cannot start a thread: {e}")))?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let engine = Engine { shared, threads };
+        for _ in 0..cores {
+            match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((_, Ok(()))) => {}
+                Ok((core, Err(why))) => {
+                    engine.stop();
+                    let _ = engine.wait();
+                    return Err(RuntimeError::CoreFailed { core, why });
+                }
+                Err(_) => {
+                    engine.stop();
+                    return Err(RuntimeError::Environment(
+                        "the executors did not start within 30 s".into(),
+                    ));
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The address every core listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// Number of cores serving.
+    pub fn cores(&self) -> usize {
+        self.shared.cores
+    }
+
+    /// Asks every core to stop accepting and drain.
+    pub fn stop(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// A handle that can stop the engine from another thread (e.g. a signal handler).
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.shutdown.store(true, Ordering::SeqCst)
+    }
+
+    /// Waits for every core to finish.
+    pub fn wait(self) -> Result<(), RuntimeError> {
+        let mut first_err = None;
+        for (core, t) in self.threads.into_iter().enumerate() {
+            let res = match t.join() {
+                Ok(r) => r,
+                Err(_) => Err("the core's thread panicked".to_string()),
+            };
+            if let Err(why) = res {
+                first_err.get_or_insert(RuntimeError::CoreFailed { core, why });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Checks what can be checked before any executor starts, so the common mistakes get a
+/// clear message instead of an errno from deep inside io_uring.
+fn preflight(listen: SocketAddr, cores: usize) -> Result<(), RuntimeError> {
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() == "2")
+        .unwrap_or(false)
+    {
+        return Err(RuntimeError::Environment(
+            "io_uring is disabled on this host (/proc/sys/kernel/io_uring_disabled = 2); \
+             bookbroker's executors need it: run `sysctl kernel.io_uring_disabled=0`"
+                .into(),
+        ));
+    }
+    // Bind once *without* SO_REUSEPORT: the executors bind with it, and would otherwise
+    // silently share the port with another process that also uses it.
+    match std::net::TcpListener::bind(listen) {
+        Ok(l) => drop(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(RuntimeError::Environment(format!(
+                "cannot listen on {listen}: the address is already in use; stop the other \
+                 process or choose another address with --listen"
+            )))
+        }
+        Err(e) => {
+            return Err(RuntimeError::Environment(format!(
+                "cannot listen on {listen}: {e}"
+            )))
+        }
+    }
+    let _ = cores;
+    Ok(())
+}
+
+/// The locked-memory limit, for messages.
+fn memlock_limit() -> String {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and has no other effect.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".into()
+    } else {
+        format!("{} KiB", lim.rlim_cur / 1024)
+    }
+}
+
+fn executor_error_hint(e: &dyn std::fmt::Display) -> String {
+    format!(
+        "cannot start a glommio executor: {e}. The engine needs io_uring (Linux 5.8 or later, \
+         /proc/sys/kernel/io_uring_disabled = 0, not blocked by a seccomp profile: Docker needs \
+         --security-opt seccomp=unconfined) and about {} KiB of locked memory per core; the \
+         locked-memory limit here is {} (`ulimit -l`): raise it with `ulimit -l unlimited`, \
+         LimitMEMLOCK=infinity in a systemd unit, or --ulimit memlock=-1 for Docker",
+        IO_MEMORY_PER_EXECUTOR / 1024 + 256,
+        memlock_limit()
+    )
+}
+
+fn run_core(
+    core: usize,
+    cpu: usize,
+    shared: Arc<Shared>,
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+) -> Result<(), String> {
+    let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("core{core}"))
+        .io_memory(IO_MEMORY_PER_EXECUTOR)
+        .make();
+    let executor = match executor {
+        Ok(ex) => ex,
+        Err(e) => {
+            let why = executor_error_hint(&e);
+            let _ = ready.send((core, Err(why.clone())));
+            return Err(why);
+        }
+    };
+    executor.run(async move {
+        CoreTimer::start_driver();
+        let setup = (|| -> Result<Rc<Core>, String> {
+            let sellers = shared
+                .config
+                .sellers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    SellerClient::new(i, s, shared.cores)
+                        .map_err(|e| format!("seller {:?}: {e}", s.name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let keys = ApiKeys::from_config(&shared.config.customers).map_err(|e| e.to_string())?;
+            let fx = shared.config.fx_table().map_err(|e| e.to_string())?;
+            Ok(Rc::new(Core {
+                index: core,
+                shared: Arc::clone(&shared),
+                keys,
+                fx,
+                sellers,
+                shutdown: LocalSignal::new(),
+                open_connections: std::cell::Cell::new(0),
+            }))
+        })();
+        let core_state = match setup {
+            Ok(c) => c,
+            Err(why) => {
+                let _ = ready.send((core, Err(why.clone())));
+                return Err(why);
+            }
+        };
+        let listener = match server::bind(shared.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                let why = format!("cannot listen on {}: {e}", shared.listen);
+                let _ = ready.send((core, Err(why.clone())));
+                return Err(why);
+            }
+        };
+        // Watch the process-wide flag and turn it into this core's local signal.
+        let watcher = {
+            let core_state = Rc::clone(&core_state);
+            glommio::spawn_local(async move {
+                while !core_state.shared.shutdown.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(25)).await;
+                }
+                core_state.shutdown.raise();
+            })
+        };
+        let _ = ready.send((core, Ok(())));
+        server::serve(Rc::clone(&core_state), listener).await;
+        drop(watcher);
+        Ok(())
+    })
+}

@@ -1,0 +1,200 @@
+//! One core's view of the sellers: a client per seller that turns typed requests into
+//! protocol bytes (through `bookbroker_protocols`) and moves them over that core's pooled
+//! connections (through [`crate::net`]).
+//!
+//! Every failure is classified into the per-seller status the customer API reports, so
+//! the fan-out never has to look at transport or codec details.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bookbroker_protocols::line::{Request as LineRequest, Response as LineResponse};
+use bookbroker_protocols::{
+    json_seller, xml_seller, Currency, DecodeError, QuoteQuery, SellerOffer,
+};
+
+use crate::config::{Protocol, SellerConfig};
+use crate::net::{Endpoint, HttpPool, LinePool, NetError};
+
+/// Why a seller gave no usable quote. Each maps to one API status.
+#[derive(Debug, thiserror::Error)]
+pub enum SellerError {
+    /// No answer within the time allowed (`timeout`).
+    #[error("timed out")]
+    Timeout,
+    /// The seller said it is overloaded (`rate_limited`).
+    #[error("seller is overloaded (retry after {retry_after_ms:?} ms)")]
+    RateLimited {
+        /// What the seller asked for, when it said.
+        retry_after_ms: Option<u64>,
+    },
+    /// We did not ask: the per-core concurrency limit for this seller is reached
+    /// (`unavailable`).
+    #[error("seller unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: unreachable, a 5xx, garbage, an `ERR` (`error`).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl SellerError {
+    /// The status string of the customer API.
+    pub fn status(&self) -> &'static str {
+        match self {
+            SellerError::Timeout => "timeout",
+            SellerError::RateLimited { .. } => "rate_limited",
+            SellerError::Unavailable(_) => "unavailable",
+            SellerError::Failed(_) => "error",
+        }
+    }
+}
+
+impl From<NetError> for SellerError {
+    fn from(e: NetError) -> Self {
+        if e.is_timeout() {
+            SellerError::Timeout
+        } else if matches!(e, NetError::Overloaded) {
+            SellerError::Unavailable("concurrency limit reached".into())
+        } else {
+            SellerError::Failed(e.to_string())
+        }
+    }
+}
+
+impl From<DecodeError> for SellerError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Busy { retry_after_ms } => SellerError::RateLimited { retry_after_ms },
+            other => SellerError::Failed(other.to_string()),
+        }
+    }
+}
+
+enum Transport {
+    Http(Rc<HttpPool>),
+    Line(Rc<LinePool>),
+}
+
+/// A seller as one core talks to it.
+pub struct SellerClient {
+    /// Position in the config (and in metrics).
+    pub index: usize,
+    /// The seller's name.
+    pub name: Rc<str>,
+    /// The seller's own currency.
+    pub currency: Currency,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    protocol: Protocol,
+    transport: Transport,
+}
+
+impl SellerClient {
+    /// Builds the client for `cfg` on this core. `cores` divides the seller's
+    /// `max_concurrency` so the limit holds for the whole engine.
+    pub fn new(index: usize, cfg: &SellerConfig, cores: usize) -> Result<SellerClient, NetError> {
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|e| Endpoint::parse(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_core = cfg.max_concurrency.div_ceil(cores.max(1)).max(1);
+        let transport = match cfg.protocol {
+            Protocol::Json | Protocol::Xml => {
+                let needs_tls = cfg.endpoints.iter().any(|e| e.starts_with("https://"));
+                let tls: Option<Arc<rustls::ClientConfig>> = if needs_tls {
+                    Some(crate::net::client_config(cfg.ca_file.as_deref())?)
+                } else {
+                    None
+                };
+                Transport::Http(Rc::new(HttpPool::new(endpoints, tls, per_core)?))
+            }
+            Protocol::Line => Transport::Line(Rc::new(LinePool::new(
+                endpoints,
+                cfg.line_connections.max(1),
+                per_core,
+            )?)),
+        };
+        let currency = Currency::parse(&cfg.currency)
+            .map_err(|e| NetError::BadEndpoint(format!("seller {}: {e}", cfg.name)))?;
+        Ok(SellerClient {
+            index,
+            name: Rc::from(cfg.name.as_str()),
+            currency,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            protocol: cfg.protocol,
+            transport,
+        })
+    }
+
+    /// Asks for offers, giving up after `timeout`. `attempt` 0 is the primary request;
+    /// higher attempts go to another endpoint or connection.
+    pub async fn quote(
+        &self,
+        query: &QuoteQuery,
+        timeout: Duration,
+        attempt: u32,
+    ) -> Result<Vec<SellerOffer>, SellerError> {
+        match (&self.transport, self.protocol) {
+            (Transport::Http(pool), Protocol::Xml) => {
+                let reply = pool
+                    .send(&xml_seller::encode_quote(query), timeout, attempt)
+                    .await?;
+                Ok(xml_seller::decode_quote(reply.as_reply())?)
+            }
+            (Transport::Http(pool), _) => {
+                let reply = pool
+                    .send(&json_seller::encode_quote(query), timeout, attempt)
+                    .await?;
+                Ok(json_seller::decode_quote(reply.as_reply())?)
+            }
+            (Transport::Line(pool), _) => {
+                let query = query.clone();
+                let lines = pool
+                    .call(
+                        move |tag| LineRequest::Quote { tag, query },
+                        timeout,
+                        attempt,
+                    )
+                    .await?;
+                line_offers(lines)
+            }
+        }
+    }
+
+    /// Upstream connections this core has opened to the seller.
+    pub fn connections_opened(&self) -> u64 {
+        match &self.transport {
+            Transport::Http(pool) => pool.connections_opened(),
+            Transport::Line(pool) => pool.connections_opened(),
+        }
+    }
+}
+
+/// Collects the `OFFER` lines of a quote answer; `BUSY` and `ERR` become errors.
+fn line_offers(lines: Vec<LineResponse>) -> Result<Vec<SellerOffer>, SellerError> {
+    let mut offers = Vec::with_capacity(lines.len());
+    for line in lines {
+        match line {
+            LineResponse::Offer { offer, .. } => offers.push(offer),
+            LineResponse::End { .. } => return Ok(offers),
+            LineResponse::Busy { retry_after_ms, .. } => {
+                return Err(SellerError::RateLimited {
+                    retry_after_ms: Some(retry_after_ms),
+                })
+            }
+            LineResponse::Err { code, message, .. } => {
+                return Err(SellerError::Failed(format!(
+                    "seller error {code}: {message}"
+                )))
+            }
+            other => {
+                return Err(SellerError::Failed(format!(
+                    "unexpected line in a quote answer: {other:?}"
+                )))
+            }
+        }
+    }
+    Err(SellerError::Failed("quote answer ended without END".into()))
+}

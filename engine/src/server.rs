@@ -1,0 +1,274 @@
+//! One core's HTTP server: the accept loop, one hyper connection task per client
+//! connection, routing, authentication and the small routes. Everything here is owned
+//! by the core it runs on.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use glommio::net::{TcpListener, TcpStream};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+
+use bookbroker_protocols::FxTable;
+
+use crate::auth::ApiKeys;
+use crate::metrics::{Counter, Route, SellerOutcome};
+use crate::net::{CoreTimer, HyperIo};
+use crate::problem::ApiProblem;
+use crate::quotes;
+use crate::runtime::Shared;
+use crate::sellers::{SellerClient, SellerError};
+use crate::signal::LocalSignal;
+
+/// The body type of every answer.
+pub type Body = Full<Bytes>;
+
+/// Everything one core needs to serve requests.
+pub struct Core {
+    /// Index of this core (0-based), also its metrics slot.
+    pub index: usize,
+    /// State shared read-only by all cores.
+    pub shared: Arc<Shared>,
+    /// This core's copy of the API keys.
+    pub keys: ApiKeys,
+    /// This core's copy of the FX table.
+    pub fx: FxTable,
+    /// This core's seller clients, in config order.
+    pub sellers: Vec<SellerClient>,
+    /// Raised when the core should stop accepting and drain.
+    pub shutdown: Rc<LocalSignal>,
+    /// Client connections open on this core.
+    pub open_connections: Cell<usize>,
+}
+
+/// Accepts connections until shutdown, then waits (up to the grace period) for open
+/// connections to finish their in-flight requests.
+pub async fn serve(core: Rc<Core>, listener: TcpListener) {
+    let grace = Duration::from_millis(core.shared.config.server.shutdown_grace_ms);
+    let max_conns = core.shared.config.server.max_connections_per_core;
+    loop {
+        let accept = Box::pin(listener.accept());
+        let stop = core.shutdown.wait();
+        match select(accept, stop).await {
+            Either::Left((Ok(stream), _)) => {
+                core.shared
+                    .metrics
+                    .inc_counter(core.index, Counter::ConnectionsAccepted);
+                if core.open_connections.get() >= max_conns {
+                    // Shedding a connection is cheaper than letting every client slow down.
+                    core.shared
+                        .metrics
+                        .inc_counter(core.index, Counter::LoadShed);
+                    drop(stream);
+                    continue;
+                }
+                let core = Rc::clone(&core);
+                glommio::spawn_local(async move { serve_connection(core, stream).await }).detach();
+            }
+            Either::Left((Err(e), _)) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!(error = %e, core = core.index, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            Either::Right(_) => break,
+        }
+    }
+    drop(listener);
+    let until = Instant::now() + grace;
+    while core.open_connections.get() > 0 && Instant::now() < until {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if core.open_connections.get() > 0 {
+        tracing::warn!(
+            core = core.index,
+            open = core.open_connections.get(),
+            "grace period over; closing remaining connections"
+        );
+    }
+}
+
+async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    core.open_connections.set(core.open_connections.get() + 1);
+    core.shared.metrics.add_connection(core.index, 1);
+    let cfg = &core.shared.config.server;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(CoreTimer)
+        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
+        .max_headers(cfg.max_headers)
+        .keep_alive(true);
+    let svc_core = Rc::clone(&core);
+    let service = service_fn(move |req| {
+        let core = Rc::clone(&svc_core);
+        async move { Ok::<_, Infallible>(handle(&core, req).await) }
+    });
+    let conn = builder.serve_connection(HyperIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = match select(conn.as_mut(), core.shutdown.wait()).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+    core.open_connections
+        .set(core.open_connections.get().saturating_sub(1));
+    core.shared.metrics.add_connection(core.index, -1);
+}
+
+/// Routes one request and records its metrics.
+async fn handle(core: &Core, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let (route, response) = route(core, req).await;
+    core.shared.metrics.record_request(
+        core.index,
+        route,
+        response.status().as_u16(),
+        start.elapsed(),
+    );
+    response
+}
+
+async fn route(core: &Core, req: Request<Incoming>) -> (Route, Response<Body>) {
+    let path = req.uri().path();
+    let method = req.method();
+    match path {
+        "/healthz" => (
+            Route::Healthz,
+            only_get(method).unwrap_or_else(|| text(StatusCode::OK, "ok\n")),
+        ),
+        "/readyz" => {
+            let ready = !core.shutdown.is_raised() && !core.shared.shutdown.load(Ordering::Relaxed);
+            let answer = if ready {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            };
+            (Route::Readyz, only_get(method).unwrap_or(answer))
+        }
+        "/metrics" => (
+            Route::Metrics,
+            only_get(method).unwrap_or_else(|| {
+                let mut r = Response::new(Full::new(Bytes::from(core.shared.metrics.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }),
+        ),
+        "/v1/quotes" => {
+            if let Some(r) = only_get(method) {
+                return (Route::Quotes, r);
+            }
+            if let Err(e) = core.keys.authenticate(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            ) {
+                tracing::debug!(reason = %e, "rejected a request without a valid API key");
+                return (Route::Quotes, problem(&ApiProblem::unauthorized()));
+            }
+            (Route::Quotes, quote(core, req.uri().query()).await)
+        }
+        _ => (Route::Other, problem(&ApiProblem::not_found())),
+    }
+}
+
+/// `None` when the method is GET (or HEAD), else the 405 answer.
+fn only_get(method: &Method) -> Option<Response<Body>> {
+    if method == Method::GET || method == Method::HEAD {
+        None
+    } else {
+        let mut r = problem(&ApiProblem::method_not_allowed());
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        Some(r)
+    }
+}
+
+async fn quote(core: &Core, query: Option<&str>) -> Response<Body> {
+    let req = match quotes::parse_request(query, &core.fx) {
+        Ok(r) => r,
+        Err(p) => return problem(&p),
+    };
+    let deadline = Instant::now() + Duration::from_millis(core.shared.config.quotes.deadline_ms);
+    let results = quotes::fan_out(&core.sellers, &req.query, deadline).await;
+    for r in &results {
+        let outcome = match &r.outcome {
+            Ok(_) => SellerOutcome::Ok,
+            Err(SellerError::Timeout) => SellerOutcome::Timeout,
+            Err(SellerError::RateLimited { .. }) => SellerOutcome::RateLimited,
+            Err(SellerError::Unavailable(_)) => SellerOutcome::Unavailable,
+            Err(SellerError::Failed(why)) => {
+                tracing::debug!(seller = r.seller, %why, "seller quote failed");
+                SellerOutcome::Error
+            }
+        };
+        core.shared
+            .metrics
+            .record_seller(core.index, r.seller, outcome, r.latency);
+    }
+    let (body, complete) = quotes::build_answer(&req, &core.sellers, &results, &core.fx);
+    if !complete {
+        core.shared
+            .metrics
+            .inc_counter(core.index, Counter::QuotesPartial);
+    }
+    json(StatusCode::OK, body)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A JSON answer.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A problem+json answer.
+pub fn problem(p: &ApiProblem) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(p.body())));
+    *r.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(ApiProblem::CONTENT_TYPE),
+    );
+    if p.status == 401 {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+/// Binds this core's listener (SO_REUSEPORT is set by glommio, so every core binds the
+/// same address).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(std::io::Error::from)
+}
