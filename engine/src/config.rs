@@ -49,7 +49,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Time a client has to send a request's headers (slowloris protection).
+    /// Time a client has to send a request's headers (slowloris protection). hyper
+    /// counts it from the end of the previous answer on a keep-alive connection, so it is
+    /// also how long an idle keep-alive connection stays open.
     pub header_read_timeout_ms: u64,
     /// Most headers in one request.
     pub max_headers: usize,
@@ -66,7 +68,7 @@ impl Default for ServerConfig {
             cores: 0,
             data_dir: PathBuf::from("./data"),
             max_body_bytes: 65536,
-            header_read_timeout_ms: 5000,
+            header_read_timeout_ms: 30_000,
             max_headers: 64,
             max_connections_per_core: 10_000,
             shutdown_grace_ms: 10_000,

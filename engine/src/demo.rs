@@ -62,11 +62,13 @@ impl Demo {
     /// Ready-to-paste commands for the user.
     pub fn instructions(&self, listen: &str) -> String {
         let base = format!("http://{listen}");
+        // An ISBN every seller stocks, so the first command shows offers from all of them.
         let isbn = self
             .sim
-            .isbns()
-            .into_iter()
-            .next()
+            .isbns_stocked_by_all()
+            .first()
+            .cloned()
+            .or_else(|| self.sim.isbns().into_iter().next())
             .unwrap_or_else(|| "9780131103627".into());
         let sellers: Vec<&str> = self
             .config

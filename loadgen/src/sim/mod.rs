@@ -114,6 +114,7 @@ pub struct RunningSim {
     sellers: Vec<SellerInfo>,
     payment_addr: SocketAddr,
     isbns: Vec<String>,
+    stocked_by_all: Vec<String>,
     ca_pem: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -255,6 +256,11 @@ impl RunningSim {
             .filter(|b| isbn_set.contains(&b.isbn))
             .map(|b| b.isbn.as_str().to_string())
             .collect();
+        let stocked_by_all = books
+            .iter()
+            .filter(|b| states.iter().all(|s| s.stocks(&b.isbn)))
+            .map(|b| b.isbn.as_str().to_string())
+            .collect();
 
         let mut bound = Vec::new();
         for ((spec, state), listeners) in scenario.sellers.iter().zip(&states).zip(seller_listeners)
@@ -327,6 +333,7 @@ impl RunningSim {
             sellers: infos,
             payment_addr,
             isbns,
+            stocked_by_all,
             ca_pem: tls.map(|t| t.ca_pem),
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -373,6 +380,11 @@ impl RunningSim {
     /// Every ISBN-13 stocked by at least one seller, in catalogue order (as `--emit-isbns`).
     pub fn isbns(&self) -> Vec<String> {
         self.isbns.clone()
+    }
+
+    /// The ISBNs every seller stocks, in catalogue order (the demo quotes one of them).
+    pub fn isbns_stocked_by_all(&self) -> &[String] {
+        &self.stocked_by_all
     }
 
     /// The payment provider's base URL, e.g. `http://127.0.0.1:9100`.

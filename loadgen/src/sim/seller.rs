@@ -183,6 +183,11 @@ impl SellerState {
         self.by_isbn.keys()
     }
 
+    /// Whether the seller has any offer for `isbn`.
+    pub(crate) fn stocks(&self, isbn: &Isbn) -> bool {
+        self.by_isbn.contains_key(isbn)
+    }
+
     /// Number of offers.
     #[cfg(test)]
     pub(crate) fn offer_count(&self) -> usize {
