@@ -1,0 +1,37 @@
+# bookbroker — the two commands of the README's Quick start, and their parts.
+#
+#   make demo   build and run the embedded demo (simulated sellers in-process)
+#   make test   install what is missing, then format check, clippy, build, every test
+#
+# Both work on a fresh Debian machine with a Rust toolchain: `deps` installs the
+# system packages the build needs when they are missing (as root, or with sudo).
+
+CARGO ?= cargo
+
+.PHONY: demo test deps lint build unit-and-integration bench-check
+
+demo: deps
+	$(CARGO) build --release -p bookbroker-engine --bin bookbroker
+	./target/release/bookbroker demo
+
+test: deps lint build unit-and-integration bench-check
+
+deps:
+	@bash scripts/ensure-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The integration tests start the real binaries, so build them first.
+build:
+	$(CARGO) build --workspace --bins --locked
+
+unit-and-integration: build
+	$(CARGO) test --workspace --locked
+
+# Compile every benchmark and run each once in test mode, so benches cannot rot.
+bench-check:
+	@if ls bench/benches/*.rs >/dev/null 2>&1; then \
+		$(CARGO) test -p bookbroker-bench --benches --locked; \
+	else echo "bench-check: no benchmarks yet"; fi
