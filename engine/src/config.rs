@@ -103,6 +103,9 @@ pub struct HedgingConfig {
     pub enabled: bool,
     /// Hedges and retries allowed per primary request.
     pub budget: f64,
+    /// Hedges allowed per second per seller per core on top of `budget`, so a quiet
+    /// engine can still hedge.
+    pub floor_per_sec: f64,
 }
 
 impl Default for HedgingConfig {
@@ -110,6 +113,7 @@ impl Default for HedgingConfig {
         HedgingConfig {
             enabled: true,
             budget: 0.05,
+            floor_per_sec: 1.0,
         }
     }
 }

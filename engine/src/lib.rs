@@ -4,8 +4,10 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod demo;
+pub mod hedge;
 pub mod metrics;
 pub mod net;
 pub mod problem;

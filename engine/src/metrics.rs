@@ -92,9 +92,15 @@ pub enum Counter {
     CacheMisses,
     /// Requests or connections refused because the engine was saturated.
     LoadShed,
+    /// Seller requests not sent because the seller's circuit breaker was open.
+    BreakerRefusals,
+    /// Seller requests not sent because the seller's `Retry-After` had not passed.
+    RetryAfterRefusals,
+    /// Circuit breakers that opened.
+    BreakerOpened,
 }
 
-const COUNTERS: [(Counter, &str, &str); 9] = [
+const COUNTERS: [(Counter, &str, &str); 12] = [
     (
         Counter::ConnectionsAccepted,
         "bookbroker_http_connections_accepted_total",
@@ -139,6 +145,21 @@ const COUNTERS: [(Counter, &str, &str); 9] = [
         Counter::LoadShed,
         "bookbroker_load_shed_total",
         "Requests or connections refused because the engine was saturated.",
+    ),
+    (
+        Counter::BreakerRefusals,
+        "bookbroker_breaker_refusals_total",
+        "Seller requests not sent because the seller's circuit breaker was open.",
+    ),
+    (
+        Counter::RetryAfterRefusals,
+        "bookbroker_retry_after_refusals_total",
+        "Seller requests not sent because the seller asked us to wait (Retry-After, BUSY).",
+    ),
+    (
+        Counter::BreakerOpened,
+        "bookbroker_breaker_opened_total",
+        "Times a seller's circuit breaker opened.",
     ),
 ];
 

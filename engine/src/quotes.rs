@@ -9,7 +9,10 @@
 //! * a seller whose offers cannot be converted or do not match the ISBN asked for is
 //!   reported as `error` rather than shown with wrong numbers.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
 
 use bookbroker_protocols::http::parse_query;
 use bookbroker_protocols::{
@@ -17,8 +20,12 @@ use bookbroker_protocols::{
 };
 use serde::Serialize;
 
+use crate::breaker::Refusal;
+use crate::hedge::HedgeState;
+use crate::metrics::Counter;
 use crate::problem::ApiProblem;
 use crate::sellers::{SellerClient, SellerError};
+use crate::server::Core;
 
 /// Longest title accepted in a query, in bytes.
 pub const MAX_TITLE_BYTES: usize = 512;
@@ -139,29 +146,128 @@ pub struct SellerResult {
 }
 
 /// Asks every seller at once; returns by `deadline`.
-pub async fn fan_out(
-    sellers: &[SellerClient],
-    query: &QuoteQuery,
-    deadline: Instant,
-) -> Vec<SellerResult> {
+pub async fn fan_out(core: &Core, query: &QuoteQuery, deadline: Instant) -> Vec<SellerResult> {
     let start = Instant::now();
-    let calls = sellers.iter().map(|seller| async move {
-        let budget = deadline
-            .saturating_duration_since(Instant::now())
-            .min(seller.timeout);
-        let outcome = if budget.is_zero() {
-            Err(SellerError::Timeout)
-        } else {
-            seller.quote(query, budget, 0).await
-        };
+    let calls = core.sellers.iter().map(|seller| async move {
+        let (outcome, hedged) = ask(core, seller, query, deadline).await;
         SellerResult {
             seller: seller.index,
             outcome,
             latency: start.elapsed(),
-            hedged: false,
+            hedged,
         }
     });
     futures_util::future::join_all(calls).await
+}
+
+/// One seller's part of a fan-out: the breaker decides whether to ask at all, hedging
+/// decides whether to ask twice, and the outcome feeds both.
+async fn ask(
+    core: &Core,
+    seller: &SellerClient,
+    query: &QuoteQuery,
+    deadline: Instant,
+) -> (Result<Vec<SellerOffer>, SellerError>, bool) {
+    let metrics = &core.shared.metrics;
+    let now = Instant::now();
+    let budget = deadline.saturating_duration_since(now).min(seller.timeout);
+    if budget.is_zero() {
+        return (Err(SellerError::Timeout), false);
+    }
+    if let Err(refusal) = seller.breaker.borrow_mut().admit(now) {
+        return match refusal {
+            Refusal::Open => {
+                metrics.inc_counter(core.index, Counter::BreakerRefusals);
+                (Err(SellerError::Unavailable("circuit open".into())), false)
+            }
+            Refusal::RetryAfter => {
+                metrics.inc_counter(core.index, Counter::RetryAfterRefusals);
+                (
+                    Err(SellerError::RateLimited {
+                        retry_after_ms: None,
+                    }),
+                    false,
+                )
+            }
+        };
+    }
+    let (outcome, hedged) = match &seller.hedge {
+        Some(hedge) => hedged_quote(core, seller, hedge, query, budget).await,
+        None => (seller.quote(query, budget, 0).await, false),
+    };
+    let done = Instant::now();
+    let mut breaker = seller.breaker.borrow_mut();
+    match &outcome {
+        Ok(_) => {
+            breaker.on_success();
+            if let Some(hedge) = &seller.hedge {
+                hedge.borrow_mut().window.record(done - now, done);
+            }
+        }
+        Err(SellerError::RateLimited { retry_after_ms }) => {
+            breaker.on_busy(done, retry_after_ms.map(Duration::from_millis));
+        }
+        Err(SellerError::Timeout) | Err(SellerError::Failed(_)) => {
+            if breaker.on_failure(done) {
+                tracing::warn!(
+                    seller = &*seller.name,
+                    "circuit opened after repeated failures"
+                );
+                metrics.inc_counter(core.index, Counter::BreakerOpened);
+            }
+        }
+        Err(SellerError::Unavailable(_)) => {}
+    }
+    (outcome, hedged)
+}
+
+/// Sends the quote, and a second copy if the first has not answered by the seller's
+/// recent p(1−b) latency and the budget allows; the first answer wins.
+async fn hedged_quote(
+    core: &Core,
+    seller: &SellerClient,
+    hedge: &RefCell<HedgeState>,
+    query: &QuoteQuery,
+    budget: Duration,
+) -> (Result<Vec<SellerOffer>, SellerError>, bool) {
+    let metrics = &core.shared.metrics;
+    let delay = {
+        let now = Instant::now();
+        let mut h = hedge.borrow_mut();
+        h.budget.deposit(now);
+        h.hedge_delay(now)
+    };
+    let primary = seller.quote(query, budget, 0);
+    let Some(delay) = delay.filter(|d| *d < budget) else {
+        return (primary.await, false);
+    };
+    let mut primary = std::pin::pin!(primary);
+    let timer = std::pin::pin!(glommio::timer::Timer::new(delay));
+    if let Either::Left((outcome, _)) = select(primary.as_mut(), timer).await {
+        return (outcome, false);
+    }
+    if !hedge.borrow_mut().budget.try_withdraw(Instant::now()) {
+        metrics.inc_counter(core.index, Counter::HedgeBudgetExhausted);
+        return (primary.await, false);
+    }
+    metrics.inc_counter(core.index, Counter::HedgesSent);
+    let backup = std::pin::pin!(seller.quote(query, budget.saturating_sub(delay), 1));
+    match select(primary, backup).await {
+        Either::Left((Ok(offers), _)) => (Ok(offers), true),
+        Either::Right((Ok(offers), _)) => {
+            metrics.inc_counter(core.index, Counter::HedgesWon);
+            (Ok(offers), true)
+        }
+        // The first to finish failed: the other one may still succeed.
+        Either::Left((Err(_), backup)) => {
+            let outcome = backup.await;
+            if outcome.is_ok() {
+                metrics.inc_counter(core.index, Counter::HedgesWon);
+            }
+            (outcome, true)
+        }
+        Either::Right((Err(_), primary)) => (primary.await, true),
+    }
 }
 
 #[derive(Serialize)]

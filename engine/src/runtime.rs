@@ -273,7 +273,7 @@ fn run_core(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    SellerClient::new(i, s, shared.cores)
+                    SellerClient::new(i, s, &shared.config.hedging, shared.cores)
                         .map_err(|e| format!("seller {:?}: {e}", s.name))
                 })
                 .collect::<Result<Vec<_>, _>>()?;

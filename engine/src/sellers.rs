@@ -5,6 +5,7 @@
 //! Every failure is classified into the per-seller status the customer API reports, so
 //! the fan-out never has to look at transport or codec details.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,9 @@ use bookbroker_protocols::{
     json_seller, xml_seller, Currency, DecodeError, QuoteQuery, SellerOffer,
 };
 
-use crate::config::{Protocol, SellerConfig};
+use crate::breaker::Breaker;
+use crate::config::{HedgingConfig, Protocol, SellerConfig};
+use crate::hedge::HedgeState;
 use crate::net::{Endpoint, HttpPool, LinePool, NetError};
 
 /// Why a seller gave no usable quote. Each maps to one API status.
@@ -86,6 +89,10 @@ pub struct SellerClient {
     pub currency: Currency,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Circuit breaker and `Retry-After` back-off.
+    pub breaker: RefCell<Breaker>,
+    /// Hedging state (latency window and budget); `None` when hedging is off.
+    pub hedge: Option<RefCell<HedgeState>>,
     protocol: Protocol,
     transport: Transport,
 }
@@ -93,7 +100,12 @@ pub struct SellerClient {
 impl SellerClient {
     /// Builds the client for `cfg` on this core. `cores` divides the seller's
     /// `max_concurrency` so the limit holds for the whole engine.
-    pub fn new(index: usize, cfg: &SellerConfig, cores: usize) -> Result<SellerClient, NetError> {
+    pub fn new(
+        index: usize,
+        cfg: &SellerConfig,
+        hedging: &HedgingConfig,
+        cores: usize,
+    ) -> Result<SellerClient, NetError> {
         let endpoints = cfg
             .endpoints
             .iter()
@@ -118,7 +130,20 @@ impl SellerClient {
         };
         let currency = Currency::parse(&cfg.currency)
             .map_err(|e| NetError::BadEndpoint(format!("seller {}: {e}", cfg.name)))?;
+        let hedge = if hedging.enabled && hedging.budget > 0.0 {
+            let state = HedgeState::new(
+                hedging.budget,
+                hedging.floor_per_sec,
+                std::time::Instant::now(),
+            )
+            .map_err(|e| NetError::BadEndpoint(format!("latency histogram: {e}")))?;
+            Some(RefCell::new(state))
+        } else {
+            None
+        };
         Ok(SellerClient {
+            breaker: RefCell::new(Breaker::default()),
+            hedge,
             index,
             name: Rc::from(cfg.name.as_str()),
             currency,

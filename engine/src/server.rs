@@ -206,7 +206,7 @@ async fn quote(core: &Core, query: Option<&str>) -> Response<Body> {
         Err(p) => return problem(&p),
     };
     let deadline = Instant::now() + Duration::from_millis(core.shared.config.quotes.deadline_ms);
-    let results = quotes::fan_out(&core.sellers, &req.query, deadline).await;
+    let results = quotes::fan_out(core, &req.query, deadline).await;
     for r in &results {
         let outcome = match &r.outcome {
             Ok(_) => SellerOutcome::Ok,
