@@ -233,10 +233,9 @@ pub mod server {
         WireOrdered,
     };
     use crate::error::RequestError;
-    use crate::http::{parse_query, percent_decode, query_param, HttpResponse};
-    use crate::isbn::Isbn;
+    use crate::http::{percent_decode, HttpResponse};
     use crate::offer::{OrderOutcome, OrderRequest, QuoteQuery, SellerOffer};
-    use crate::wire::{decode_request, json_response, WireAmount, WireError};
+    use crate::wire::{decode_request, json_response, WireAmount};
 
     /// A request a json seller understands, decoded from method, path and query.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,22 +279,7 @@ pub mod server {
 
     /// Reads the query of `GET /v1/offers` (`isbn=` or `q=`).
     pub fn decode_quote(query: &str) -> Result<QuoteQuery, RequestError> {
-        let pairs = parse_query(query)?;
-        if let Some(isbn) = query_param(&pairs, "isbn") {
-            let isbn = Isbn::parse(isbn).map_err(|e| RequestError::Invalid {
-                field: "isbn",
-                reason: e.to_string(),
-            })?;
-            return Ok(QuoteQuery::Isbn(isbn));
-        }
-        match query_param(&pairs, "q") {
-            Some(q) if !q.trim().is_empty() => Ok(QuoteQuery::Title(q.to_string())),
-            Some(_) => Err(RequestError::Invalid {
-                field: "q",
-                reason: "empty".to_string(),
-            }),
-            None => Err(RequestError::Missing("isbn or q")),
-        }
+        crate::wire::decode_search_query(query, "q", "isbn or q")
     }
 
     /// `200 {"offers": [...]}` with decimal-string amounts.
@@ -385,15 +369,6 @@ pub mod server {
 
     /// A JSON error answer such as `400 {"error": "…"}` or `429` with `Retry-After`.
     pub fn encode_error(status: u16, error: &str, retry_after_s: Option<u64>) -> HttpResponse {
-        let mut resp = json_response(
-            status,
-            &WireError {
-                error: error.to_string(),
-            },
-        );
-        if let Some(s) = retry_after_s {
-            resp.headers.push(("retry-after", s.to_string()));
-        }
-        resp
+        crate::wire::json_error(status, error, retry_after_s)
     }
 }

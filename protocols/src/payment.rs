@@ -398,16 +398,7 @@ pub mod server {
     /// An error answer `{"error": …}` with any status (400 for a bad request, 404, 429
     /// or 503 with `Retry-After` for overload).
     pub fn encode_error(status: u16, error: &str, retry_after_s: Option<u64>) -> HttpResponse {
-        let mut resp = json_response(
-            status,
-            &WireError {
-                error: error.to_string(),
-            },
-        );
-        if let Some(s) = retry_after_s {
-            resp.headers.push(("retry-after", s.to_string()));
-        }
-        resp
+        crate::wire::json_error(status, error, retry_after_s)
     }
 }
 

@@ -142,6 +142,47 @@ pub(crate) fn shorten(text: &str) -> String {
     }
 }
 
+/// Reads a seller search query: `isbn=…`, or the protocol's title parameter
+/// (`q` for json sellers, `title` for xml sellers).
+pub(crate) fn decode_search_query(
+    query: &str,
+    title_param: &'static str,
+    missing: &'static str,
+) -> Result<crate::offer::QuoteQuery, RequestError> {
+    use crate::http::{parse_query, query_param};
+    use crate::offer::QuoteQuery;
+    let pairs = parse_query(query)?;
+    if let Some(isbn) = query_param(&pairs, "isbn") {
+        let isbn = crate::isbn::Isbn::parse(isbn).map_err(|e| RequestError::Invalid {
+            field: "isbn",
+            reason: e.to_string(),
+        })?;
+        return Ok(QuoteQuery::Isbn(isbn));
+    }
+    match query_param(&pairs, title_param) {
+        Some(t) if !t.trim().is_empty() => Ok(QuoteQuery::Title(t.to_string())),
+        Some(_) => Err(RequestError::Invalid {
+            field: title_param,
+            reason: "empty".to_string(),
+        }),
+        None => Err(RequestError::Missing(missing)),
+    }
+}
+
+/// A JSON error answer `{"error": …}` with any status, with `Retry-After` when given.
+pub(crate) fn json_error(status: u16, error: &str, retry_after_s: Option<u64>) -> HttpResponse {
+    let mut resp = json_response(
+        status,
+        &WireError {
+            error: error.to_string(),
+        },
+    );
+    if let Some(s) = retry_after_s {
+        resp.headers.push(("retry-after", s.to_string()));
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

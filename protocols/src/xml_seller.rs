@@ -381,8 +381,7 @@ mod tree {
 pub mod server {
     use super::tree::{self, escape, Element};
     use crate::error::RequestError;
-    use crate::http::{parse_query, query_param, HttpResponse};
-    use crate::isbn::Isbn;
+    use crate::http::HttpResponse;
     use crate::money::{Currency, Money};
     use crate::offer::{OrderOutcome, OrderRequest, QuoteQuery, SellerOffer};
 
@@ -415,22 +414,7 @@ pub mod server {
 
     /// Reads the query of `GET /search` (`isbn=` or `title=`).
     pub fn decode_quote(query: &str) -> Result<QuoteQuery, RequestError> {
-        let pairs = parse_query(query)?;
-        if let Some(isbn) = query_param(&pairs, "isbn") {
-            let isbn = Isbn::parse(isbn).map_err(|e| RequestError::Invalid {
-                field: "isbn",
-                reason: e.to_string(),
-            })?;
-            return Ok(QuoteQuery::Isbn(isbn));
-        }
-        match query_param(&pairs, "title") {
-            Some(t) if !t.trim().is_empty() => Ok(QuoteQuery::Title(t.to_string())),
-            Some(_) => Err(RequestError::Invalid {
-                field: "title",
-                reason: "empty".to_string(),
-            }),
-            None => Err(RequestError::Missing("isbn or title")),
-        }
+        crate::wire::decode_search_query(query, "title", "isbn or title")
     }
 
     fn xml_response(status: u16, body: String) -> HttpResponse {

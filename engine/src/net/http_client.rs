@@ -282,31 +282,30 @@ async fn connect(
         .map_err(|e| connect_err(e.into()))?;
     let _ = stream.set_nodelay(true);
     inner.opened.set(inner.opened.get() + 1);
-    let sender = match (&target.server_name, &inner.tls) {
+    match (&target.server_name, &inner.tls) {
         (Some(name), Some(tls)) => {
             let tls_stream = with_timeout(timeout, tls.connect(name.clone(), stream))
                 .await
                 .ok_or(NetError::Timeout)?
                 .map_err(|e| NetError::Tls(format!("{}: {e}", target.endpoint)))?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(tls_stream))
-                .await
-                .map_err(|e| NetError::Protocol(e.to_string()))?;
-            glommio::spawn_local(async move {
-                let _ = conn.await;
-            })
-            .detach();
-            sender
+            handshake(tls_stream).await
         }
-        _ => {
-            let (sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
-                .await
-                .map_err(|e| NetError::Protocol(e.to_string()))?;
-            glommio::spawn_local(async move {
-                let _ = conn.await;
-            })
-            .detach();
-            sender
-        }
-    };
+        _ => handshake(stream).await,
+    }
+}
+
+/// Starts HTTP/1.1 on a connected stream; the connection is driven by a task of its own
+/// until every `SendRequest` for it is gone or the peer closes.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, NetError>
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
+        .await
+        .map_err(|e| NetError::Protocol(e.to_string()))?;
+    glommio::spawn_local(async move {
+        let _ = conn.await;
+    })
+    .detach();
     Ok(sender)
 }
