@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod hedge;

@@ -10,6 +10,7 @@
 //!   reported as `error` rather than shown with wrong numbers.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
@@ -21,6 +22,7 @@ use bookbroker_protocols::{
 use serde::Serialize;
 
 use crate::breaker::Refusal;
+use crate::cache::{self, Lookup, QuoteCache};
 use crate::hedge::HedgeState;
 use crate::metrics::Counter;
 use crate::problem::ApiProblem;
@@ -146,10 +148,13 @@ pub struct SellerResult {
 }
 
 /// Asks every seller at once; returns by `deadline`.
-pub async fn fan_out(core: &Core, query: &QuoteQuery, deadline: Instant) -> Vec<SellerResult> {
+pub async fn fan_out(core: &Rc<Core>, query: &QuoteQuery, deadline: Instant) -> Vec<SellerResult> {
     let start = Instant::now();
     let calls = core.sellers.iter().map(|seller| async move {
-        let (outcome, hedged) = ask(core, seller, query, deadline).await;
+        let (outcome, hedged) = match &core.cache {
+            Some(cache) => cached(core, cache, seller.index, query, deadline).await,
+            None => ask(core, seller, query, deadline).await,
+        };
         SellerResult {
             seller: seller.index,
             outcome,
@@ -158,6 +163,53 @@ pub async fn fan_out(core: &Core, query: &QuoteQuery, deadline: Instant) -> Vec<
         }
     });
     futures_util::future::join_all(calls).await
+}
+
+/// [`ask`] through the cache: a fresh answer is served as is, a call already in flight
+/// for the same seller and query is joined, and only a miss asks the seller.
+async fn cached(
+    core: &Rc<Core>,
+    cache: &RefCell<QuoteCache>,
+    seller: usize,
+    query: &QuoteQuery,
+    deadline: Instant,
+) -> (Result<Vec<SellerOffer>, SellerError>, bool) {
+    let metrics = &core.shared.metrics;
+    let now = Instant::now();
+    let key = (seller, query.clone());
+    let lookup = cache.borrow_mut().lookup(&key, now);
+    let flight = match lookup {
+        Lookup::Hit(offers) => {
+            metrics.inc_counter(core.index, Counter::CacheHits);
+            return (Ok(offers.to_vec()), false);
+        }
+        Lookup::Join(flight) => {
+            metrics.inc_counter(core.index, Counter::CacheHits);
+            flight
+        }
+        Lookup::Miss => {
+            metrics.inc_counter(core.index, Counter::CacheMisses);
+            let owner = Rc::clone(core);
+            let q = query.clone();
+            let flight = cache::flight(async move {
+                let Some(seller) = owner.sellers.get(seller) else {
+                    return (Err(SellerError::Failed("no such seller".into())), false);
+                };
+                let (outcome, hedged) = ask(&owner, seller, &q, deadline).await;
+                (outcome.map(Rc::new), hedged)
+            });
+            cache.borrow_mut().start(key.clone(), flight.clone(), now);
+            let (outcome, hedged) = flight.await;
+            cache.borrow_mut().complete(&key, &outcome, now);
+            return (outcome.map(|o| o.to_vec()), hedged);
+        }
+    };
+    // A joined call runs to its starter's deadline; ours may be earlier.
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match crate::net::with_timeout(remaining, flight).await {
+        Some((outcome, hedged)) => (outcome.map(|o| o.to_vec()), hedged),
+        None => (Err(SellerError::Timeout), false),
+    }
 }
 
 /// One seller's part of a fan-out: the breaker decides whether to ask at all, hedging

@@ -14,6 +14,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::ApiKeys;
+use crate::cache::QuoteCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::CoreTimer;
@@ -24,6 +25,9 @@ use crate::signal::LocalSignal;
 /// Memory each executor registers with io_uring. The engine does no file I/O through
 /// glommio (RocksDB has its own), so a small amount keeps the locked-memory need low.
 pub const IO_MEMORY_PER_EXECUTOR: usize = 512 << 10;
+
+/// Most (seller, query) keys one core's quote cache holds.
+pub const CACHE_MAX_ENTRIES: usize = 200_000;
 
 /// State shared read-only by every core (plus the shutdown flag and metrics, which are
 /// atomics).
@@ -287,6 +291,12 @@ fn run_core(
                 sellers,
                 shutdown: LocalSignal::new(),
                 open_connections: std::cell::Cell::new(0),
+                cache: (shared.config.quotes.cache_ttl_ms > 0).then(|| {
+                    std::cell::RefCell::new(QuoteCache::new(
+                        Duration::from_millis(shared.config.quotes.cache_ttl_ms),
+                        CACHE_MAX_ENTRIES,
+                    ))
+                }),
             }))
         })();
         let core_state = match setup {

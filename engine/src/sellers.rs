@@ -21,7 +21,7 @@ use crate::hedge::HedgeState;
 use crate::net::{Endpoint, HttpPool, LinePool, NetError};
 
 /// Why a seller gave no usable quote. Each maps to one API status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SellerError {
     /// No answer within the time allowed (`timeout`).
     #[error("timed out")]

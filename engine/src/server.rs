@@ -2,7 +2,7 @@
 //! connection, routing, authentication and the small routes. Everything here is owned
 //! by the core it runs on.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use bookbroker_protocols::FxTable;
 
 use crate::auth::ApiKeys;
+use crate::cache::QuoteCache;
 use crate::metrics::{Counter, Route, SellerOutcome};
 use crate::net::{CoreTimer, HyperIo};
 use crate::problem::ApiProblem;
@@ -48,6 +49,8 @@ pub struct Core {
     pub shutdown: Rc<LocalSignal>,
     /// Client connections open on this core.
     pub open_connections: Cell<usize>,
+    /// The quote cache, when `quotes.cache_ttl_ms` > 0.
+    pub cache: Option<RefCell<QuoteCache>>,
 }
 
 /// Accepts connections until shutdown, then waits (up to the grace period) for open
@@ -130,7 +133,7 @@ async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
 }
 
 /// Routes one request and records its metrics.
-async fn handle(core: &Core, req: Request<Incoming>) -> Response<Body> {
+async fn handle(core: &Rc<Core>, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let (route, response) = route(core, req).await;
     core.shared.metrics.record_request(
@@ -142,7 +145,7 @@ async fn handle(core: &Core, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn route(core: &Core, req: Request<Incoming>) -> (Route, Response<Body>) {
+async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body>) {
     let path = req.uri().path();
     let method = req.method();
     match path {
@@ -200,7 +203,7 @@ fn only_get(method: &Method) -> Option<Response<Body>> {
     }
 }
 
-async fn quote(core: &Core, query: Option<&str>) -> Response<Body> {
+async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
     let req = match quotes::parse_request(query, &core.fx) {
         Ok(r) => r,
         Err(p) => return problem(&p),
