@@ -1,0 +1,83 @@
+//! `bookbroker check-config` names every broken field and accepts a good config.
+
+use std::process::Command;
+
+use bookbroker_tests::{bin, Sim};
+
+#[test]
+fn check_config_accepts_the_emitted_config() {
+    let sim = Sim::start("three_protocols.toml");
+    let out = Command::new(bin("bookbroker"))
+        .arg("check-config")
+        .arg(&sim.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_config_names_every_broken_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        r#"
+[fx]
+base = "USD"
+rates = { EUR = 1.08 }
+
+[[sellers]]
+name = "a"
+protocol = "json"
+endpoints = ["http://127.0.0.1:9001"]
+currency = "USD"
+
+[[sellers]]
+name = "a"
+protocol = "line"
+endpoints = ["ftp://127.0.0.1:9002"]
+currency = "XYZ"
+
+[[customers]]
+id = "c"
+api_key_sha256 = "not-hex"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(bin("bookbroker"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "sellers[1].name",
+        "sellers[1].endpoints[0]",
+        "sellers[1].currency",
+        "customers[0].api_key_sha256",
+    ] {
+        assert!(err.contains(field), "{field} not named in:\n{err}");
+    }
+
+    std::fs::write(&path, "[server]\nlisten = 8080\n").unwrap();
+    let out = Command::new(bin("bookbroker"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+
+    let out = Command::new(bin("bookbroker"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
