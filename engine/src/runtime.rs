@@ -53,6 +53,14 @@ pub enum RuntimeError {
     /// The config cannot be served (a seller endpoint, the FX table).
     #[error("{0}")]
     Config(String),
+    /// A core could not start.
+    #[error("cannot start core {core}: {why}")]
+    Startup {
+        /// Which core.
+        core: usize,
+        /// What it reported.
+        why: String,
+    },
     /// An executor thread died.
     #[error("core {core} stopped unexpectedly: {why}")]
     CoreFailed {
@@ -137,7 +145,7 @@ impl Engine {
                 Ok((core, Err(why))) => {
                     engine.stop();
                     let _ = engine.wait();
-                    return Err(RuntimeError::CoreFailed { core, why });
+                    return Err(RuntimeError::Startup { core, why });
                 }
                 Err(_) => {
                     engine.stop();
@@ -239,15 +247,34 @@ fn memlock_limit() -> String {
 }
 
 fn executor_error_hint(e: &dyn std::fmt::Display) -> String {
-    format!(
-        "cannot start a glommio executor: {e}. The engine needs io_uring (Linux 5.8 or later, \
-         /proc/sys/kernel/io_uring_disabled = 0, not blocked by a seccomp profile: Docker needs \
-         --security-opt seccomp=unconfined) and about {} KiB of locked memory per core; the \
-         locked-memory limit here is {} (`ulimit -l`): raise it with `ulimit -l unlimited`, \
-         LimitMEMLOCK=infinity in a systemd unit, or --ulimit memlock=-1 for Docker",
+    let text = e.to_string();
+    let memlock = format!(
+        "each executor locks about {} KiB of memory for io_uring and the locked-memory \
+         limit here is {} (`ulimit -l`): raise it with `ulimit -l unlimited` (or at least \
+         {} KiB per core), LimitMEMLOCK=infinity in a systemd unit, or --ulimit memlock=-1 \
+         for Docker",
         IO_MEMORY_PER_EXECUTOR / 1024 + 256,
-        memlock_limit()
-    )
+        memlock_limit(),
+        IO_MEMORY_PER_EXECUTOR / 1024 + 256,
+    );
+    let io_uring = "the engine needs io_uring: Linux 5.8 or later, \
+         /proc/sys/kernel/io_uring_disabled = 0, and no seccomp profile blocking it (Docker \
+         needs --security-opt seccomp=unconfined)";
+    let hint = if text.contains("MemLock")
+        || text.contains("ENOMEM")
+        || text.contains("Cannot allocate memory")
+    {
+        memlock
+    } else if text.contains("ENOSYS")
+        || text.contains("not implemented")
+        || text.contains("EPERM")
+        || text.contains("Operation not permitted")
+    {
+        io_uring.to_string()
+    } else {
+        format!("{io_uring}; and {memlock}")
+    };
+    format!("cannot start a glommio executor ({text}): {hint}")
 }
 
 fn run_core(

@@ -22,25 +22,3 @@ fn sigterm_lets_the_in_flight_quote_finish_and_exits_zero() {
     assert_eq!(statuses(&answer.json())["slow"], "ok");
     assert!(Client::try_connect(addr).is_err(), "no longer accepting");
 }
-
-#[test]
-fn a_port_in_use_is_reported_clearly() {
-    let sim = Sim::start("slow.toml");
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = holder.local_addr().unwrap();
-    let out = std::process::Command::new(bookbroker_tests::bin("bookbroker"))
-        .args([
-            "serve",
-            "--cores",
-            "1",
-            "--listen",
-            &addr.to_string(),
-            "--config",
-        ])
-        .arg(&sim.config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already in use"), "{err}");
-}
