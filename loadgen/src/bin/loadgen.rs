@@ -1,1 +1,6 @@
-fn main(){}
+//! loadgen: customer load generator (being written).
+
+fn main() {
+    eprintln!("loadgen: not built yet");
+    std::process::exit(2);
+}
