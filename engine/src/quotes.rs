@@ -382,14 +382,14 @@ struct Landed<'a> {
 /// seller answered.
 pub fn build_answer(
     req: &QuoteRequest,
-    sellers: &[SellerClient],
+    seller_names: &[&str],
     results: &[SellerResult],
     fx: &FxTable,
 ) -> (Vec<u8>, bool) {
     let mut landed: Vec<Landed<'_>> = Vec::new();
     let mut statuses = Vec::with_capacity(results.len());
     for r in results {
-        let name = sellers.get(r.seller).map(|s| &*s.name).unwrap_or("?");
+        let name = seller_names.get(r.seller).copied().unwrap_or("?");
         let status = match &r.outcome {
             Ok(offers) => match land(req, name, offers, fx, &mut landed) {
                 Ok(()) => "ok",

@@ -225,7 +225,8 @@ async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
             .metrics
             .record_seller(core.index, r.seller, outcome, r.latency);
     }
-    let (body, complete) = quotes::build_answer(&req, &core.sellers, &results, &core.fx);
+    let names: Vec<&str> = core.sellers.iter().map(|s| &*s.name).collect();
+    let (body, complete) = quotes::build_answer(&req, &names, &results, &core.fx);
     if !complete {
         core.shared
             .metrics
