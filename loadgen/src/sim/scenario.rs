@@ -245,6 +245,9 @@ pub struct FaultSpec {
     /// Never answer quotes.
     #[serde(default)]
     pub hang: bool,
+    /// Share of quote requests never answered (the connection stays open).
+    #[serde(default)]
+    pub hang_rate: f64,
 }
 
 impl Default for FaultSpec {
@@ -258,6 +261,7 @@ impl Default for FaultSpec {
             garbage_rate: 0.0,
             close_rate: 0.0,
             hang: false,
+            hang_rate: 0.0,
         }
     }
 }
@@ -599,11 +603,12 @@ impl Scenario {
             check_share(format!("{at}.faults.drift_rate"), f.drift_rate)?;
             check_share(format!("{at}.faults.garbage_rate"), f.garbage_rate)?;
             check_share(format!("{at}.faults.close_rate"), f.close_rate)?;
-            let sum = f.error_rate + f.overload_rate + f.garbage_rate + f.close_rate;
+            check_share(format!("{at}.faults.hang_rate"), f.hang_rate)?;
+            let sum = f.error_rate + f.overload_rate + f.garbage_rate + f.close_rate + f.hang_rate;
             if sum > 1.0 + 1e-9 {
                 return Err(invalid(
                     format!("{at}.faults"),
-                    format!("error_rate + overload_rate + garbage_rate + close_rate must not exceed 1, found {sum}"),
+                    format!("error_rate + overload_rate + garbage_rate + close_rate + hang_rate must not exceed 1, found {sum}"),
                 ));
             }
             if !f.drift_pct.is_finite() || !(0.0..=1000.0).contains(&f.drift_pct) {

@@ -361,7 +361,7 @@ impl SellerState {
         if kind == RequestKind::Quote && f.hang {
             return Fault::Hang;
         }
-        let sum = f.overload_rate + f.error_rate + f.garbage_rate + f.close_rate;
+        let sum = f.overload_rate + f.error_rate + f.garbage_rate + f.close_rate + f.hang_rate;
         if sum <= 0.0 {
             return Fault::None;
         }
@@ -382,6 +382,10 @@ impl SellerState {
             edge += f.close_rate;
             if u < edge {
                 return Fault::Close;
+            }
+            edge += f.hang_rate;
+            if u < edge {
+                return Fault::Hang;
             }
         }
         Fault::None
