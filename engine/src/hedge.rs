@@ -136,7 +136,13 @@ pub struct HedgeState {
     /// Tokens for hedges.
     pub budget: Budget,
     quantile: f64,
+    /// The last computed delay and when: computing a quantile over two histograms costs
+    /// microseconds, so it is refreshed every [`DELAY_REFRESH`], not per request.
+    cached: Option<(Instant, Option<Duration>)>,
 }
+
+/// How long a computed hedge delay is reused.
+pub const DELAY_REFRESH: Duration = Duration::from_millis(50);
 
 impl HedgeState {
     /// State for a budget of `b` hedges per primary request (hedging after the p(1−b)
@@ -151,14 +157,23 @@ impl HedgeState {
             // A burst allowance of ten seconds of floor, at least a few tokens.
             budget: Budget::new(b, floor_per_sec, (floor_per_sec * 10.0).max(5.0), now),
             quantile: (1.0 - b).clamp(0.5, 0.999),
+            cached: None,
         })
     }
 
     /// When to send a hedge for a request sent now, if the window knows enough.
     pub fn hedge_delay(&mut self, now: Instant) -> Option<Duration> {
-        self.window
+        if let Some((at, delay)) = self.cached {
+            if now.saturating_duration_since(at) < DELAY_REFRESH {
+                return delay;
+            }
+        }
+        let delay = self
+            .window
             .quantile(self.quantile, now)
-            .map(|d| d.max(Duration::from_micros(500)))
+            .map(|d| d.max(Duration::from_micros(500)));
+        self.cached = Some((now, delay));
+        delay
     }
 }
 
