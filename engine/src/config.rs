@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub max_connections_per_core: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Most `/v1` requests one core works on at once; more are answered 503 at once
+    /// (load shedding) instead of queueing without bound.
+    pub max_in_flight_per_core: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             max_headers: 64,
             max_connections_per_core: 10_000,
             shutdown_grace_ms: 10_000,
+            max_in_flight_per_core: 4096,
         }
     }
 }
@@ -391,6 +395,12 @@ impl Config {
         }
         if s.max_headers == 0 || s.max_headers > 1024 {
             p("server.max_headers".into(), "must be from 1 to 1024".into());
+        }
+        if s.max_in_flight_per_core == 0 {
+            p(
+                "server.max_in_flight_per_core".into(),
+                "must be at least 1".into(),
+            );
         }
         if s.max_connections_per_core == 0 {
             p(

@@ -318,6 +318,7 @@ fn run_core(
                 sellers,
                 shutdown: LocalSignal::new(),
                 open_connections: std::cell::Cell::new(0),
+                in_flight: std::cell::Cell::new(0),
                 cache: (shared.config.quotes.cache_ttl_ms > 0).then(|| {
                     std::cell::RefCell::new(QuoteCache::new(
                         Duration::from_millis(shared.config.quotes.cache_ttl_ms),

@@ -51,6 +51,19 @@ pub struct Core {
     pub open_connections: Cell<usize>,
     /// The quote cache, when `quotes.cache_ttl_ms` > 0.
     pub cache: Option<RefCell<QuoteCache>>,
+    /// `/v1` requests this core is working on.
+    pub in_flight: Cell<usize>,
+}
+
+/// Counts a request as in flight on its core for as long as it lives.
+struct InFlight<'a>(&'a Core);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+    }
 }
 
 /// Accepts connections until shutdown, then waits (up to the grace period) for open
@@ -177,6 +190,21 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body
             if let Some(r) = only_get(method) {
                 return (Route::Quotes, r);
             }
+            if core.in_flight.get() >= core.shared.config.server.max_in_flight_per_core {
+                // Saturated: a fast 503 lets the client or the load balancer go elsewhere,
+                // where queueing would only make every request late.
+                core.shared
+                    .metrics
+                    .inc_counter(core.index, Counter::LoadShed);
+                let mut r = problem(&ApiProblem::service_unavailable(
+                    "the engine is at capacity; retry shortly",
+                ));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return (Route::Quotes, r);
+            }
+            core.in_flight.set(core.in_flight.get() + 1);
+            let _in_flight = InFlight(core);
             if let Err(e) = core.keys.authenticate(
                 req.headers()
                     .get(header::AUTHORIZATION)

