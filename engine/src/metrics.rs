@@ -98,9 +98,11 @@ pub enum Counter {
     RetryAfterRefusals,
     /// Circuit breakers that opened.
     BreakerOpened,
+    /// Seller requests retried after a transient failure.
+    Retries,
 }
 
-const COUNTERS: [(Counter, &str, &str); 12] = [
+const COUNTERS: [(Counter, &str, &str); 13] = [
     (
         Counter::ConnectionsAccepted,
         "bookbroker_http_connections_accepted_total",
@@ -160,6 +162,11 @@ const COUNTERS: [(Counter, &str, &str); 12] = [
         Counter::BreakerOpened,
         "bookbroker_breaker_opened_total",
         "Times a seller's circuit breaker opened.",
+    ),
+    (
+        Counter::Retries,
+        "bookbroker_seller_retries_total",
+        "Seller requests retried after a transient failure (drawing on the hedging budget).",
     ),
 ];
 

@@ -243,10 +243,15 @@ async fn ask(
             }
         };
     }
-    let (outcome, hedged) = match &seller.hedge {
+    let (mut outcome, hedged) = match &seller.hedge {
         Some(hedge) => hedged_quote(core, seller, hedge, query, budget).await,
         None => (seller.quote(query, budget, 0).await, false),
     };
+    if let (Err(e), Some(hedge)) = (&outcome, &seller.hedge) {
+        if e.is_retryable() {
+            outcome = retry(core, seller, hedge, query, now + budget, outcome).await;
+        }
+    }
     let done = Instant::now();
     let mut breaker = seller.breaker.borrow_mut();
     match &outcome {
@@ -259,7 +264,9 @@ async fn ask(
         Err(SellerError::RateLimited { retry_after_ms }) => {
             breaker.on_busy(done, retry_after_ms.map(Duration::from_millis));
         }
-        Err(SellerError::Timeout) | Err(SellerError::Failed(_)) => {
+        Err(SellerError::Timeout)
+        | Err(SellerError::Failed(_))
+        | Err(SellerError::Transient(_)) => {
             if breaker.on_failure(done) {
                 tracing::warn!(
                     seller = &*seller.name,
@@ -272,6 +279,46 @@ async fn ask(
     }
     (outcome, hedged)
 }
+
+/// One retry of a request that failed in a way a retry may fix, after a short jittered
+/// back-off, if the deadline leaves room and the hedging budget (shared by hedges and
+/// retries) has a token. Otherwise the first outcome stands.
+async fn retry(
+    core: &Core,
+    seller: &SellerClient,
+    hedge: &RefCell<HedgeState>,
+    query: &QuoteQuery,
+    until: Instant,
+    first: Result<Vec<SellerOffer>, SellerError>,
+) -> Result<Vec<SellerOffer>, SellerError> {
+    // 1–4 ms, spread by the wall clock's low bits so retries from many requests do not
+    // align.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = u64::from(nanos % 3000);
+    let backoff = Duration::from_micros(1000 + jitter);
+    let left = until.saturating_duration_since(Instant::now());
+    if left < backoff + MIN_RETRY_BUDGET {
+        return first;
+    }
+    if !hedge.borrow_mut().budget.try_withdraw(Instant::now()) {
+        core.shared
+            .metrics
+            .inc_counter(core.index, Counter::HedgeBudgetExhausted);
+        return first;
+    }
+    core.shared
+        .metrics
+        .inc_counter(core.index, Counter::Retries);
+    glommio::timer::sleep(backoff).await;
+    let left = until.saturating_duration_since(Instant::now());
+    seller.quote(query, left, 1).await
+}
+
+/// Least time worth a retry.
+const MIN_RETRY_BUDGET: Duration = Duration::from_millis(5);
 
 /// Sends the quote, and a second copy if the first has not answered by the seller's
 /// recent p(1−b) latency and the budget allows; the first answer wins.

@@ -36,19 +36,28 @@ pub enum SellerError {
     /// (`unavailable`).
     #[error("seller unavailable: {0}")]
     Unavailable(String),
-    /// Anything else: unreachable, a 5xx, garbage, an `ERR` (`error`).
+    /// The seller failed in a way a retry may fix: the connection broke or could not be
+    /// made, or a 5xx (`error`).
+    #[error("{0}")]
+    Transient(String),
+    /// Anything else: garbage, an `ERR`, an unexpected status (`error`).
     #[error("{0}")]
     Failed(String),
 }
 
 impl SellerError {
+    /// Whether asking again (within the deadline and the retry budget) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SellerError::Transient(_))
+    }
+
     /// The status string of the customer API.
     pub fn status(&self) -> &'static str {
         match self {
             SellerError::Timeout => "timeout",
             SellerError::RateLimited { .. } => "rate_limited",
             SellerError::Unavailable(_) => "unavailable",
-            SellerError::Failed(_) => "error",
+            SellerError::Failed(_) | SellerError::Transient(_) => "error",
         }
     }
 }
@@ -59,6 +68,11 @@ impl From<NetError> for SellerError {
             SellerError::Timeout
         } else if matches!(e, NetError::Overloaded) {
             SellerError::Unavailable("concurrency limit reached".into())
+        } else if matches!(
+            e,
+            NetError::Connect { .. } | NetError::Closed | NetError::Io(_)
+        ) {
+            SellerError::Transient(e.to_string())
         } else {
             SellerError::Failed(e.to_string())
         }
@@ -69,6 +83,7 @@ impl From<DecodeError> for SellerError {
     fn from(e: DecodeError) -> Self {
         match e {
             DecodeError::Busy { retry_after_ms } => SellerError::RateLimited { retry_after_ms },
+            other if other.is_retryable() => SellerError::Transient(other.to_string()),
             other => SellerError::Failed(other.to_string()),
         }
     }

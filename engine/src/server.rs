@@ -244,7 +244,7 @@ async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
             Err(SellerError::Timeout) => SellerOutcome::Timeout,
             Err(SellerError::RateLimited { .. }) => SellerOutcome::RateLimited,
             Err(SellerError::Unavailable(_)) => SellerOutcome::Unavailable,
-            Err(SellerError::Failed(why)) => {
+            Err(SellerError::Failed(why)) | Err(SellerError::Transient(why)) => {
                 tracing::debug!(seller = r.seller, %why, "seller quote failed");
                 SellerOutcome::Error
             }
