@@ -23,9 +23,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# The integration tests start the real binaries, so build them first.
+# The integration tests start the real binaries, so build them first. Every cargo
+# command here selects the whole workspace and all its targets, so dependency features
+# resolve the same way each time and RocksDB (minutes of C++) is compiled only once.
 build:
-	$(CARGO) build --workspace --bins --locked
+	$(CARGO) build --workspace --all-targets --locked
 
 unit-and-integration: build
 	$(CARGO) test --workspace --locked
@@ -33,5 +35,5 @@ unit-and-integration: build
 # Compile every benchmark and run each once in test mode, so benches cannot rot.
 bench-check:
 	@if ls bench/benches/*.rs >/dev/null 2>&1; then \
-		$(CARGO) test -p bookbroker-bench --benches --locked; \
+		$(CARGO) test --workspace --benches --locked; \
 	else echo "bench-check: no benchmarks yet"; fi

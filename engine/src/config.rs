@@ -26,6 +26,12 @@ pub struct Config {
     /// `[payment]`.
     #[serde(default)]
     pub payment: PaymentConfig,
+    /// `[purchases]`.
+    #[serde(default)]
+    pub purchases: PurchasesConfig,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// `[fx]`.
     #[serde(default)]
     pub fx: FxConfig,
@@ -137,6 +143,72 @@ impl Default for PaymentConfig {
         PaymentConfig {
             url: "http://127.0.0.1:9100".into(),
             timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[purchases]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurchasesConfig {
+    /// How long `POST /v1/purchases` waits for the outcome before answering
+    /// `202 pending`.
+    pub wait_ms: u64,
+    /// How long a finished purchase and its idempotency key are kept, in hours.
+    pub key_retention_hours: u64,
+    /// Key (64 hex digits) that encrypts payment and shipping tokens at rest. Empty:
+    /// taken from the environment variable `BOOKBROKER_TOKEN_KEY`, or else generated
+    /// once and kept in the data directory (`token.key`, mode 0600).
+    pub token_key: String,
+    /// Timeout of one call to a seller or the payment provider during a purchase.
+    pub step_timeout_ms: u64,
+    /// How long a step is retried (with backoff) before the purchase gives up on it and
+    /// compensates.
+    pub step_retry_ms: u64,
+}
+
+impl Default for PurchasesConfig {
+    fn default() -> Self {
+        PurchasesConfig {
+            wait_ms: 10_000,
+            key_retention_hours: 24,
+            token_key: String::new(),
+            step_timeout_ms: 2_000,
+            step_retry_ms: 10_000,
+        }
+    }
+}
+
+impl fmt::Debug for PurchasesConfig {
+    // The token key is a secret: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PurchasesConfig")
+            .field("wait_ms", &self.wait_ms)
+            .field("key_retention_hours", &self.key_retention_hours)
+            .field("token_key", &"<redacted>")
+            .field("step_timeout_ms", &self.step_timeout_ms)
+            .field("step_retry_ms", &self.step_retry_ms)
+            .finish()
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Shards of a *new* data directory; 0 = one per core. An existing directory keeps
+    /// the count it was created with.
+    pub shards: u32,
+    /// Share one fsync among every purchase that needs one at the same moment (group
+    /// commit). `false` syncs each write on its own (only for comparison).
+    pub group_commit: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            shards: 0,
+            group_commit: true,
         }
     }
 }
@@ -437,6 +509,39 @@ impl Config {
                 format!("scheme {scheme:?} is not http or https"),
             ),
             Err(e) => p("payment.url".into(), e),
+        }
+        let pc = &self.purchases;
+        if pc.wait_ms > 600_000 {
+            p("purchases.wait_ms".into(), "must be at most 600000".into());
+        }
+        if pc.key_retention_hours == 0 || pc.key_retention_hours > 24 * 365 {
+            p(
+                "purchases.key_retention_hours".into(),
+                "must be from 1 to 8760".into(),
+            );
+        }
+        if !pc.token_key.is_empty()
+            && (pc.token_key.len() != 64 || hex::decode(&pc.token_key).is_err())
+        {
+            p(
+                "purchases.token_key".into(),
+                "must be 64 hex digits (32 bytes), or empty".into(),
+            );
+        }
+        if pc.step_timeout_ms == 0 || pc.step_timeout_ms > 60_000 {
+            p(
+                "purchases.step_timeout_ms".into(),
+                "must be from 1 to 60000".into(),
+            );
+        }
+        if pc.step_retry_ms < pc.step_timeout_ms || pc.step_retry_ms > 3_600_000 {
+            p(
+                "purchases.step_retry_ms".into(),
+                "must be at least step_timeout_ms and at most 3600000".into(),
+            );
+        }
+        if self.storage.shards > 4096 {
+            p("storage.shards".into(), "must be at most 4096".into());
         }
         if self.payment.timeout_ms == 0 || self.payment.timeout_ms > 60_000 {
             p(

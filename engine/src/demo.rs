@@ -84,6 +84,12 @@ impl Demo {
              curl -s -H 'Authorization: Bearer {key}' '{base}/v1/quotes?isbn={isbn}&currency=USD'\n\
              curl -s -H 'Authorization: Bearer {key}' '{base}/v1/quotes?isbn={isbn}&currency=EUR&condition=new'\n\
              curl -s -H 'Authorization: Bearer {key}' '{base}/v1/quotes?title=the&currency=GBP'\n\
+             \nBuy it (at most 100.00 USD); run the same command again and the answer is the same,\n\
+             because the Idempotency-Key is the same:\n\
+             curl -s -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n  \
+             -H 'Idempotency-Key: demo-order-1' '{base}/v1/purchases' \\\n  \
+             -d '{{\"isbn\":\"{isbn}\",\"max_price\":10000,\"currency\":\"USD\",\"payment_token\":\"tok_ok_4242\",\"shipping_token\":\"ship_home\"}}'\n\
+             curl -s -H 'Authorization: Bearer {key}' '{base}/v1/purchases/<id from the answer>'\n\n\
              curl -s '{base}/metrics'\n\n\
              Press Ctrl-C to stop.",
             n = sellers.len(),

@@ -12,6 +12,7 @@ pub mod hedge;
 pub mod metrics;
 pub mod net;
 pub mod problem;
+pub mod purchase;
 pub mod quotes;
 pub mod runtime;
 pub mod sellers;

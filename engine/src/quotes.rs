@@ -266,6 +266,7 @@ async fn ask(
         }
         Err(SellerError::Timeout)
         | Err(SellerError::Failed(_))
+        | Err(SellerError::Refused(_))
         | Err(SellerError::Transient(_)) => {
             if breaker.on_failure(done) {
                 tracing::warn!(
@@ -417,12 +418,17 @@ struct QuoteBody<'a> {
 }
 
 /// A converted offer, ready to rank.
-struct Landed<'a> {
-    seller: &'a str,
-    offer: &'a SellerOffer,
-    price: i64,
-    shipping: i64,
-    total: i64,
+pub(crate) struct Landed<'a> {
+    /// The seller's name.
+    pub(crate) seller: &'a str,
+    /// The offer as the seller sent it.
+    pub(crate) offer: &'a SellerOffer,
+    /// Price in the customer's currency.
+    pub(crate) price: i64,
+    /// Shipping in the customer's currency.
+    pub(crate) shipping: i64,
+    /// `price + shipping`.
+    pub(crate) total: i64,
 }
 
 /// Converts, filters, ranks and serializes. Returns the JSON body and whether every
@@ -504,7 +510,7 @@ pub fn build_answer(
 
 /// Converts one seller's offers into the customer's currency and keeps those that pass
 /// the filters. A seller that sends an offer we cannot trust spoils its whole answer.
-fn land<'a>(
+pub(crate) fn land<'a>(
     req: &QuoteRequest,
     seller: &'a str,
     offers: &'a [SellerOffer],

@@ -18,9 +18,17 @@ use crate::cache::QuoteCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::CoreTimer;
+use crate::purchase;
+use crate::purchase::durable::GroupCommit;
+use crate::purchase::lane::{LaneReceiver, Lanes};
+use crate::purchase::saga::{Purchases, ShardOwner};
+use crate::purchase::secrets::TokenCipher;
 use crate::sellers::SellerClient;
 use crate::server::{self, Core};
 use crate::signal::LocalSignal;
+use bookbroker_storage::DataDir;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Memory each executor registers with io_uring. The engine does no file I/O through
 /// glommio (RocksDB has its own), so a small amount keeps the locked-memory need low.
@@ -42,6 +50,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Set once when the process should stop.
     pub shutdown: AtomicBool,
+    /// Every core's purchase inbox.
+    pub lanes: Lanes,
+    /// The data directory (its shard count is fixed).
+    pub data: DataDir,
+    /// Token encryption and request fingerprints.
+    pub cipher: Arc<TokenCipher>,
 }
 
 /// Why the engine could not start or stopped badly.
@@ -118,22 +132,36 @@ impl Engine {
         };
         preflight(listen, cores)?;
         let names: Vec<String> = config.sellers.iter().map(|s| s.name.clone()).collect();
+        let shards_if_new = if config.storage.shards == 0 {
+            cores as u32
+        } else {
+            config.storage.shards
+        };
+        let data = DataDir::open_or_create(&config.server.data_dir, shards_if_new)
+            .map_err(|e| RuntimeError::Environment(format!("{e}")))?;
+        let cipher = TokenCipher::load(&config.purchases.token_key, &config.server.data_dir)
+            .map_err(|e| RuntimeError::Config(format!("purchases.token_key: {e}")))?;
+        let (lanes, receivers) = Lanes::new(cores);
+        tracing::info!(data_dir = %data.path().display(), shards = data.shards(), "data directory open");
         let shared = Arc::new(Shared {
             config,
             listen,
             cores,
             metrics: Metrics::new(cores, &names),
             shutdown: AtomicBool::new(false),
+            lanes,
+            data,
+            cipher: Arc::new(cipher),
         });
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::with_capacity(cores);
-        for core in 0..cores {
+        for (core, inbox) in receivers.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
             let cpu = core % online;
             let handle = std::thread::Builder::new()
                 .name(format!("bookbroker-core-{core}"))
-                .spawn(move || run_core(core, cpu, shared, ready))
+                .spawn(move || run_core(core, cpu, shared, inbox, ready))
                 .map_err(|e| RuntimeError::Environment(format!("cannot start a thread: {e}")))?;
             threads.push(handle);
         }
@@ -277,10 +305,44 @@ fn executor_error_hint(e: &dyn std::fmt::Display) -> String {
     format!("cannot start a glommio executor ({text}): {hint}")
 }
 
+/// How often each core looks for expired purchases.
+pub const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Opens the shards `core` owns (shard `s` belongs to core `s % cores`) and its payment
+/// client.
+fn open_purchases(core: usize, shared: &Shared) -> Result<Purchases, String> {
+    let mut shards = HashMap::new();
+    for index in 0..shared.data.shards() {
+        if purchase::owner_core(index, shared.cores) != core {
+            continue;
+        }
+        let shard = shared
+            .data
+            .open_shard(index)
+            .map_err(|e| format!("cannot open shard {index}: {e}"))?;
+        shards.insert(
+            index,
+            Rc::new(ShardOwner {
+                commit: GroupCommit::new(shard, shared.config.storage.group_commit),
+                running: RefCell::new(HashMap::new()),
+            }),
+        );
+    }
+    let payment = Purchases::payment_pool(&shared.config.payment.url)
+        .map_err(|e| format!("payment.url: {e}"))?;
+    Ok(Purchases {
+        shards,
+        shard_count: shared.data.shards(),
+        payment,
+        cipher: Arc::clone(&shared.cipher),
+    })
+}
+
 fn run_core(
     core: usize,
     cpu: usize,
     shared: Arc<Shared>,
+    inbox: LaneReceiver,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
 ) -> Result<(), String> {
     let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -310,7 +372,9 @@ fn run_core(
                 .collect::<Result<Vec<_>, _>>()?;
             let keys = ApiKeys::from_config(&shared.config.customers).map_err(|e| e.to_string())?;
             let fx = shared.config.fx_table().map_err(|e| e.to_string())?;
+            let purchases = open_purchases(core, &shared)?;
             Ok(Rc::new(Core {
+                purchases: Some(purchases),
                 index: core,
                 shared: Arc::clone(&shared),
                 keys,
@@ -352,6 +416,16 @@ fn run_core(
                 core_state.shutdown.raise();
             })
         };
+        glommio::spawn_local(purchase::serve_lane(Rc::clone(&core_state), inbox)).detach();
+        let resumed = purchase::recover(&core_state);
+        if resumed > 0 {
+            tracing::info!(core, resumed, "resuming unfinished purchases");
+        }
+        glommio::spawn_local(purchase::expire_loop(
+            Rc::clone(&core_state),
+            EXPIRY_SWEEP_EVERY,
+        ))
+        .detach();
         let _ = ready.send((core, Ok(())));
         server::serve(Rc::clone(&core_state), listener).await;
         drop(watcher);

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bookbroker_protocols::line::{Request as LineRequest, Response as LineResponse};
 use bookbroker_protocols::{
-    json_seller, xml_seller, Currency, DecodeError, QuoteQuery, SellerOffer,
+    json_seller, xml_seller, CancelOutcome, Currency, DecodeError, OrderOutcome, OrderRequest,
+    QuoteQuery, SellerOffer,
 };
 
 use crate::breaker::Breaker;
@@ -40,7 +41,11 @@ pub enum SellerError {
     /// made, or a 5xx (`error`).
     #[error("{0}")]
     Transient(String),
-    /// Anything else: garbage, an `ERR`, an unexpected status (`error`).
+    /// The seller answered, clearly, with a refusal: an `ERR`, an error code, a 4xx
+    /// (`error`). For an order this means nothing was placed.
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else: garbage, an answer we cannot read (`error`).
     #[error("{0}")]
     Failed(String),
 }
@@ -57,7 +62,7 @@ impl SellerError {
             SellerError::Timeout => "timeout",
             SellerError::RateLimited { .. } => "rate_limited",
             SellerError::Unavailable(_) => "unavailable",
-            SellerError::Failed(_) | SellerError::Transient(_) => "error",
+            SellerError::Failed(_) | SellerError::Transient(_) | SellerError::Refused(_) => "error",
         }
     }
 }
@@ -84,6 +89,9 @@ impl From<DecodeError> for SellerError {
         match e {
             DecodeError::Busy { retry_after_ms } => SellerError::RateLimited { retry_after_ms },
             other if other.is_retryable() => SellerError::Transient(other.to_string()),
+            DecodeError::Remote { .. } | DecodeError::Status(_) => {
+                SellerError::Refused(e.to_string())
+            }
             other => SellerError::Failed(other.to_string()),
         }
     }
@@ -203,12 +211,95 @@ impl SellerClient {
         }
     }
 
+    /// Places an order (never hedged: one request, on the first endpoint). Repeating
+    /// the same idempotency key returns the same order.
+    pub async fn order(
+        &self,
+        order: &OrderRequest,
+        timeout: Duration,
+    ) -> Result<OrderOutcome, SellerError> {
+        match (&self.transport, self.protocol) {
+            (Transport::Http(pool), Protocol::Xml) => {
+                let reply = pool
+                    .send(&xml_seller::encode_order(order), timeout, 0)
+                    .await?;
+                Ok(xml_seller::decode_order(reply.as_reply())?)
+            }
+            (Transport::Http(pool), _) => {
+                let reply = pool
+                    .send(&json_seller::encode_order(order), timeout, 0)
+                    .await?;
+                Ok(json_seller::decode_order(reply.as_reply())?)
+            }
+            (Transport::Line(pool), _) => {
+                let order = order.clone();
+                let lines = pool
+                    .call(move |tag| LineRequest::Order { tag, order }, timeout, 0)
+                    .await?;
+                match lines.into_iter().next() {
+                    Some(LineResponse::Ordered {
+                        order_id, total, ..
+                    }) => Ok(OrderOutcome::Ordered { order_id, total }),
+                    Some(LineResponse::SoldOut { .. }) => Ok(OrderOutcome::SoldOut),
+                    Some(LineResponse::Price { total, .. }) => {
+                        Ok(OrderOutcome::PriceChanged { total })
+                    }
+                    other => Err(line_failure(other)),
+                }
+            }
+        }
+    }
+
+    /// Cancels an order (compensation); cancelling twice is fine.
+    pub async fn cancel(&self, order_id: &str, timeout: Duration) -> Result<(), SellerError> {
+        let outcome = match (&self.transport, self.protocol) {
+            (Transport::Http(pool), Protocol::Xml) => {
+                let reply = pool
+                    .send(&xml_seller::encode_cancel(order_id), timeout, 0)
+                    .await?;
+                xml_seller::decode_cancel(reply.as_reply())?
+            }
+            (Transport::Http(pool), _) => {
+                let reply = pool
+                    .send(&json_seller::encode_cancel(order_id), timeout, 0)
+                    .await?;
+                json_seller::decode_cancel(reply.as_reply())?
+            }
+            (Transport::Line(pool), _) => {
+                let order_id = order_id.to_string();
+                let lines = pool
+                    .call(move |tag| LineRequest::Cancel { tag, order_id }, timeout, 0)
+                    .await?;
+                match lines.into_iter().next() {
+                    Some(LineResponse::Cancelled { .. }) => CancelOutcome::Cancelled,
+                    other => return Err(line_failure(other)),
+                }
+            }
+        };
+        match outcome {
+            CancelOutcome::Cancelled => Ok(()),
+        }
+    }
+
     /// Upstream connections this core has opened to the seller.
     pub fn connections_opened(&self) -> u64 {
         match &self.transport {
             Transport::Http(pool) => pool.connections_opened(),
             Transport::Line(pool) => pool.connections_opened(),
         }
+    }
+}
+
+/// The error for a line answer that is not what an order or cancel expects.
+fn line_failure(line: Option<LineResponse>) -> SellerError {
+    match line {
+        Some(LineResponse::Busy { retry_after_ms, .. }) => SellerError::RateLimited {
+            retry_after_ms: Some(retry_after_ms),
+        },
+        Some(LineResponse::Err { code, message, .. }) => {
+            SellerError::Refused(format!("seller error {code}: {message}"))
+        }
+        other => SellerError::Failed(format!("unexpected answer: {other:?}")),
     }
 }
 

@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 
 use bookbroker_protocols::FxTable;
 
-use crate::auth::ApiKeys;
+use crate::auth::{ApiKeys, CustomerId};
 use crate::cache::QuoteCache;
 use crate::metrics::{Counter, Route, SellerOutcome};
 use crate::net::{CoreTimer, HyperIo};
@@ -53,6 +53,8 @@ pub struct Core {
     pub cache: Option<RefCell<QuoteCache>>,
     /// `/v1` requests this core is working on.
     pub in_flight: Cell<usize>,
+    /// The shards this core owns and its payment client.
+    pub purchases: Option<crate::purchase::saga::Purchases>,
 }
 
 /// Counts a request as in flight on its core for as long as it lives.
@@ -190,33 +192,75 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body
             if let Some(r) = only_get(method) {
                 return (Route::Quotes, r);
             }
-            if core.in_flight.get() >= core.shared.config.server.max_in_flight_per_core {
-                // Saturated: a fast 503 lets the client or the load balancer go elsewhere,
-                // where queueing would only make every request late.
-                core.shared
-                    .metrics
-                    .inc_counter(core.index, Counter::LoadShed);
-                let mut r = problem(&ApiProblem::service_unavailable(
-                    "the engine is at capacity; retry shortly",
-                ));
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return (Route::Quotes, r);
+            if let Err(r) = admit(core, &req) {
+                return (Route::Quotes, *r);
             }
             core.in_flight.set(core.in_flight.get() + 1);
             let _in_flight = InFlight(core);
-            if let Err(e) = core.keys.authenticate(
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .map(|v| v.as_bytes()),
-            ) {
-                tracing::debug!(reason = %e, "rejected a request without a valid API key");
-                return (Route::Quotes, problem(&ApiProblem::unauthorized()));
-            }
             (Route::Quotes, quote(core, req.uri().query()).await)
+        }
+        "/v1/purchases" => {
+            if method != Method::POST {
+                let mut r = problem(&ApiProblem::method_not_allowed());
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return (Route::Purchases, r);
+            }
+            let customer = match admit(core, &req) {
+                Ok(c) => c,
+                Err(r) => return (Route::Purchases, *r),
+            };
+            core.in_flight.set(core.in_flight.get() + 1);
+            let _in_flight = InFlight(core);
+            (
+                Route::Purchases,
+                crate::purchase::post(core, req, customer).await,
+            )
+        }
+        p if p.starts_with("/v1/purchases/") => {
+            if let Some(r) = only_get(method) {
+                return (Route::PurchaseGet, r);
+            }
+            let customer = match admit(core, &req) {
+                Ok(c) => c,
+                Err(r) => return (Route::PurchaseGet, *r),
+            };
+            let id = p.trim_start_matches("/v1/purchases/").to_string();
+            (
+                Route::PurchaseGet,
+                crate::purchase::get(core, &id, customer).await,
+            )
         }
         _ => (Route::Other, problem(&ApiProblem::not_found())),
     }
+}
+
+/// Load shedding and authentication for a `/v1` route: the customer, or the answer
+/// that refuses the request.
+fn admit(core: &Core, req: &Request<Incoming>) -> Result<CustomerId, Box<Response<Body>>> {
+    if core.in_flight.get() >= core.shared.config.server.max_in_flight_per_core {
+        // Saturated: a fast 503 lets the client or the load balancer go elsewhere,
+        // where queueing would only make every request late.
+        core.shared
+            .metrics
+            .inc_counter(core.index, Counter::LoadShed);
+        let mut r = problem(&ApiProblem::service_unavailable(
+            "the engine is at capacity; retry shortly",
+        ));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(Box::new(r));
+    }
+    core.keys
+        .authenticate(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )
+        .map_err(|e| {
+            tracing::debug!(reason = %e, "rejected a request without a valid API key");
+            Box::new(problem(&ApiProblem::unauthorized()))
+        })
 }
 
 /// `None` when the method is GET (or HEAD), else the 405 answer.
@@ -244,7 +288,9 @@ async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
             Err(SellerError::Timeout) => SellerOutcome::Timeout,
             Err(SellerError::RateLimited { .. }) => SellerOutcome::RateLimited,
             Err(SellerError::Unavailable(_)) => SellerOutcome::Unavailable,
-            Err(SellerError::Failed(why)) | Err(SellerError::Transient(why)) => {
+            Err(SellerError::Failed(why))
+            | Err(SellerError::Transient(why))
+            | Err(SellerError::Refused(why)) => {
                 tracing::debug!(seller = r.seller, %why, "seller quote failed");
                 SellerOutcome::Error
             }

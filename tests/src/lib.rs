@@ -4,11 +4,17 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `make test` does).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use bookbroker_protocols::admin::{self, AdminOrder, AdminOrderStatus};
+use bookbroker_protocols::http::Reply;
+use bookbroker_protocols::line;
+use bookbroker_protocols::payment::{self, Ledger, LedgerEntry, LedgerKind};
 
 /// The API key of customer `demo` in every test scenario.
 pub const KEY: &str = "demo-key-123";
@@ -135,6 +141,149 @@ impl Sim {
     }
 }
 
+/// One seller of a running sim, as the emitted config lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimSeller {
+    /// Its name.
+    pub name: String,
+    /// `json`, `xml` or `line`.
+    pub protocol: String,
+    /// Its first endpoint (`http://…`, `tcp://…`).
+    pub endpoint: String,
+}
+
+impl SimSeller {
+    /// The endpoint's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        let rest = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, rest)| rest);
+        rest.trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("endpoint {}: {e}", self.endpoint))
+    }
+}
+
+/// One order as a seller recorded it, with the seller's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SellerOrder {
+    /// The seller.
+    pub seller: String,
+    /// The order.
+    pub order: AdminOrder,
+}
+
+impl SellerOrder {
+    /// Whether it still stands (placed, not cancelled).
+    pub fn is_placed(&self) -> bool {
+        self.order.status == AdminOrderStatus::Placed
+    }
+}
+
+impl Sim {
+    /// Every seller in the emitted config, in order.
+    pub fn sellers(&self) -> Vec<SimSeller> {
+        let text = self.config_text();
+        let mut sellers = Vec::new();
+        for block in text.split("[[sellers]]").skip(1) {
+            // A block ends where the next table starts.
+            let mut name = None;
+            let mut protocol = None;
+            let mut endpoint = None;
+            for line in block.lines() {
+                let line = line.trim();
+                if line.starts_with('[') {
+                    break;
+                }
+                let quoted = || line.split('"').nth(1).map(str::to_string);
+                if line.starts_with("name =") {
+                    name = quoted();
+                } else if line.starts_with("protocol =") {
+                    protocol = quoted();
+                } else if line.starts_with("endpoints =") {
+                    endpoint = quoted();
+                }
+            }
+            sellers.push(SimSeller {
+                name: name.expect("seller name in emitted config"),
+                protocol: protocol.expect("seller protocol in emitted config"),
+                endpoint: endpoint.expect("seller endpoint in emitted config"),
+            });
+        }
+        sellers
+    }
+
+    /// `GET /v1/ledger` of the payment provider: every authorization, capture, void,
+    /// refund and decline, oldest first.
+    pub fn ledger(&self) -> Ledger {
+        let resp = Client::connect(self.payment).get("/v1/ledger", None);
+        payment::decode_ledger(Reply {
+            status: resp.status,
+            retry_after: None,
+            body: &resp.body,
+        })
+        .unwrap_or_else(|e| panic!("ledger: {e}: {}", resp.text()))
+    }
+
+    /// Every order one seller recorded, placed and cancelled, oldest first
+    /// (`GET /admin/orders` on json and xml sellers, `ORDERS` on line sellers).
+    pub fn orders_of(&self, seller: &SimSeller) -> Vec<AdminOrder> {
+        let addr = seller.addr();
+        if seller.endpoint.starts_with("https://") {
+            panic!(
+                "seller {}: the harness reads orders over plain HTTP only",
+                seller.name
+            );
+        }
+        if seller.protocol == "line" {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("connect {}: {e}", seller.name));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("read timeout");
+            let tag = "admin1";
+            let mut out = Vec::new();
+            line::Request::Orders {
+                tag: tag.to_string(),
+            }
+            .encode(&mut out);
+            stream.write_all(&out).expect("write ORDERS");
+            let mut orders = Vec::new();
+            for l in BufReader::new(stream).lines() {
+                let l = l.unwrap_or_else(|e| panic!("ORDERS from {}: {e}", seller.name));
+                match line::Response::decode(l.as_bytes()) {
+                    Ok(line::Response::OrderRecord { record, .. }) => orders.push(record),
+                    Ok(line::Response::End { tag: t }) if t == tag => return orders,
+                    other => panic!("ORDERS from {}: unexpected {other:?}", seller.name),
+                }
+            }
+            panic!("ORDERS from {}: no END", seller.name);
+        }
+        let resp = Client::connect(addr).get("/admin/orders", None);
+        admin::decode_response(Reply {
+            status: resp.status,
+            retry_after: None,
+            body: &resp.body,
+        })
+        .unwrap_or_else(|e| panic!("orders of {}: {e}: {}", seller.name, resp.text()))
+        .orders
+    }
+
+    /// Every order of every seller.
+    pub fn orders(&self) -> Vec<SellerOrder> {
+        self.sellers()
+            .iter()
+            .flat_map(|s| {
+                self.orders_of(s).into_iter().map(|order| SellerOrder {
+                    seller: s.name.clone(),
+                    order,
+                })
+            })
+            .collect()
+    }
+}
+
 impl Drop for Sim {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -150,6 +299,15 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// How to start an engine, beyond its config and core count.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// The data directory; `None` gives a fresh one that the [`Engine`] owns.
+    pub data_dir: Option<PathBuf>,
+    /// Extra environment variables for the process (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
+}
+
 /// A running engine.
 pub struct Engine {
     child: Option<Child>,
@@ -163,13 +321,37 @@ pub struct Engine {
 impl Engine {
     /// Starts `bookbroker serve` on a free port and waits until `/readyz` is 200.
     pub fn start(config: &Path, cores: usize) -> Engine {
+        Engine::start_opts(config, cores, &EngineOptions::default())
+    }
+
+    /// Like [`Engine::start`], on a data directory the caller owns, so it outlives this
+    /// process (a restart on the same directory finds what the last run stored).
+    pub fn start_with(config: &Path, cores: usize, data_dir: &Path) -> Engine {
+        Engine::start_opts(
+            config,
+            cores,
+            &EngineOptions {
+                data_dir: Some(data_dir.to_path_buf()),
+                ..EngineOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Engine::start`], with a data directory and environment of the caller's
+    /// choosing.
+    pub fn start_opts(config: &Path, cores: usize, opts: &EngineOptions) -> Engine {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("engine.log");
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(bin("bookbroker"))
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let mut command = Command::new(bin("bookbroker"));
+        command
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -178,11 +360,13 @@ impl Engine {
             .arg("--cores")
             .arg(cores.to_string())
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(&data_dir)
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn bookbroker");
+            .stderr(err);
+        for (name, value) in &opts.env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("spawn bookbroker");
         let mut engine = Engine {
             child: Some(child),
             addr,
@@ -249,6 +433,23 @@ impl Engine {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// `kill -9`: SIGKILL, then waits for the process to be gone (so its files and
+    /// locks are released before a restart on the same data directory).
+    pub fn kill9(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // `Child::kill` sends SIGKILL on Unix.
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// `POST /v1/purchases` as customer `demo` on a new connection (panics on a
+    /// connection error).
+    pub fn purchase(&self, idempotency_key: &str, body: &str) -> Resp {
+        self.client()
+            .post_purchase(KEY, Some(idempotency_key), body.as_bytes(), &[])
+            .unwrap_or_else(|e| panic!("POST /v1/purchases: {e}"))
     }
 }
 
@@ -337,6 +538,32 @@ impl Client {
             .unwrap_or_default();
         self.request("GET", path, &headers, b"")
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Changes how long a read may block (the default is 10 s).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(timeout))
+    }
+
+    /// `POST /v1/purchases` with `Authorization: Bearer api_key`, `Content-Type:
+    /// application/json`, the `Idempotency-Key` when given, and any `extra` headers.
+    pub fn post_purchase(
+        &mut self,
+        api_key: &str,
+        idempotency_key: Option<&str>,
+        body: &[u8],
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<Resp> {
+        let auth = format!("Bearer {api_key}");
+        let mut headers = vec![
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(key) = idempotency_key {
+            headers.push(("Idempotency-Key", key));
+        }
+        headers.extend_from_slice(extra);
+        self.request("POST", "/v1/purchases", &headers, body)
     }
 
     /// Sends raw bytes and reads one answer (or the error, e.g. a closed connection).
@@ -436,4 +663,273 @@ pub fn statuses(quote: &serde_json::Value) -> std::collections::BTreeMap<String,
             )
         })
         .collect()
+}
+
+/// The API key of customer `bob` in the purchase scenarios (a second customer, to check
+/// that one customer never sees another's purchases).
+pub const BOB_KEY: &str = "bob-key-456";
+
+/// A purchase request body (design section 2), by ISBN, condition `any`.
+pub fn purchase_body(
+    isbn: &str,
+    max_price: i64,
+    currency: &str,
+    payment_token: &str,
+    shipping_token: &str,
+) -> String {
+    serde_json::json!({
+        "isbn": isbn,
+        "max_price": max_price,
+        "currency": currency,
+        "condition": "any",
+        "payment_token": payment_token,
+        "shipping_token": shipping_token,
+    })
+    .to_string()
+}
+
+/// Whether an answer to `POST /v1/purchases` is final: anything but `202` (pending),
+/// `409` (still running) and `503` (shed).
+pub fn is_final(status: u16) -> bool {
+    !matches!(status, 202 | 409 | 503)
+}
+
+/// Posts a purchase and repeats it (same key, same body, same headers) until the answer
+/// is final, as a client whose wait ran out would; panics after `within`.
+pub fn purchase_until_final(
+    addr: SocketAddr,
+    api_key: &str,
+    idempotency_key: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+    within: Duration,
+) -> Resp {
+    let until = Instant::now() + within;
+    let mut last = None;
+    let mut refused_since: Option<Instant> = None;
+    while Instant::now() < until {
+        // Longer than the engine's default synchronous wait (10 s), so its 202 arrives.
+        let answer = Client::try_connect(addr).and_then(|mut c| {
+            c.set_read_timeout(Duration::from_secs(15))?;
+            c.post_purchase(api_key, Some(idempotency_key), body.as_bytes(), extra)
+        });
+        let refused = match answer {
+            Ok(r) if is_final(r.status) => return r,
+            Ok(r) => {
+                last = Some(format!("{} {}", r.status, r.text()));
+                false
+            }
+            Err(e) => {
+                last = Some(e.to_string());
+                e.kind() == std::io::ErrorKind::ConnectionRefused
+            }
+        };
+        // An engine that refuses connections for seconds is gone: say so at once.
+        if refused {
+            let since = *refused_since.get_or_insert_with(Instant::now);
+            assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "purchase {idempotency_key}: the engine at {addr} refuses connections"
+            );
+        } else {
+            refused_since = None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("purchase {idempotency_key} not final within {within:?}; last answer: {last:?}");
+}
+
+/// `GET path` until the purchase it shows is no longer `pending`; panics after
+/// `within`.
+pub fn poll_until_not_pending(
+    addr: SocketAddr,
+    api_key: &str,
+    path: &str,
+    within: Duration,
+) -> Resp {
+    let until = Instant::now() + within;
+    loop {
+        let r = Client::connect(addr).get(path, Some(api_key));
+        let pending = r.status == 202
+            || serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|v| v["status"] == "pending");
+        if !pending {
+            return r;
+        }
+        assert!(
+            Instant::now() < until,
+            "{path} still pending after {within:?}: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small deterministic random generator (splitmix64), so a failing run can be
+/// repeated from its printed seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// From a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// From env var `var` when set (a decimal seed), else from the clock; returns the
+    /// seed too, to print.
+    pub fn from_env_or_clock(var: &str) -> (Rng, u64) {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        (Rng(seed), seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
+
+/// What the payment provider recorded about one authorization.
+#[derive(Debug, Clone, Default)]
+pub struct AuthRecord {
+    /// `auth_N`.
+    pub id: String,
+    /// Amount held (minor units).
+    pub amount: i64,
+    /// Its currency.
+    pub currency: String,
+    /// The idempotency key the engine authorized with.
+    pub idempotency_key: String,
+    /// Its captures (the provider allows one; more would be a double charge).
+    pub captures: Vec<LedgerEntry>,
+    /// Whether it was voided.
+    pub voided: bool,
+    /// Refunds of its captures.
+    pub refunds: usize,
+}
+
+/// The ledger grouped by authorization, in id order.
+pub fn authorizations(ledger: &Ledger) -> BTreeMap<String, AuthRecord> {
+    let mut auths: BTreeMap<String, AuthRecord> = BTreeMap::new();
+    for e in &ledger.entries {
+        if e.kind == LedgerKind::Decline {
+            continue;
+        }
+        let record = auths
+            .entry(e.authorization_id.clone())
+            .or_insert_with(|| AuthRecord {
+                id: e.authorization_id.clone(),
+                ..AuthRecord::default()
+            });
+        match e.kind {
+            LedgerKind::Authorization => {
+                record.amount = e.amount;
+                record.currency = e.currency.clone();
+                record.idempotency_key = e.idempotency_key.clone();
+            }
+            LedgerKind::Capture => record.captures.push(e.clone()),
+            LedgerKind::Void => record.voided = true,
+            LedgerKind::Refund => record.refunds += 1,
+            LedgerKind::Decline => {}
+        }
+    }
+    auths
+}
+
+/// Checks the books: what customers were told against what the payment provider and the
+/// sellers recorded. `answers` are the final purchase bodies customers received (one per
+/// purchase). Returns every problem found (empty when the books agree):
+/// - every authorization is either captured once or voided, never both, never neither;
+/// - captures and `purchased` answers match one to one (same amount and currency);
+/// - orders still standing (placed, not cancelled) and `purchased` answers match one to
+///   one by (seller, seller_order_id): nobody pays for a book they do not get, and no
+///   seller ships a book nobody paid for.
+pub fn reconcile(
+    answers: &[serde_json::Value],
+    ledger: &Ledger,
+    orders: &[SellerOrder],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for a in authorizations(ledger).values() {
+        match (a.captures.len(), a.voided) {
+            (1, false) | (0, true) => {}
+            (0, false) => problems.push(format!("{} neither captured nor voided: {a:?}", a.id)),
+            _ => problems.push(format!(
+                "{} captured {} times, voided {}: {a:?}",
+                a.id,
+                a.captures.len(),
+                a.voided
+            )),
+        }
+    }
+    let purchased: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|v| v["status"] == "purchased")
+        .collect();
+    // A capture that was refunded charged nobody in the end.
+    let mut captured: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    for a in authorizations(ledger).values().filter(|a| a.refunds == 0) {
+        for e in &a.captures {
+            *captured.entry((e.amount, e.currency.clone())).or_default() += 1;
+        }
+    }
+    let mut told: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    for p in &purchased {
+        let total = p["total"].as_i64().unwrap_or(-1);
+        let currency = p["currency"].as_str().unwrap_or_default().to_string();
+        *told.entry((total, currency)).or_default() += 1;
+    }
+    if captured != told {
+        problems.push(format!(
+            "captures (amount, currency) -> count {captured:?} differ from purchased totals {told:?}"
+        ));
+    }
+    let mut standing: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for o in orders.iter().filter(|o| o.is_placed()) {
+        *standing
+            .entry((o.seller.clone(), o.order.order_id.clone()))
+            .or_default() += 1;
+    }
+    let mut sold: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for p in &purchased {
+        let seller = p["seller"].as_str().unwrap_or_default().to_string();
+        let order = p["seller_order_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *sold.entry((seller, order)).or_default() += 1;
+    }
+    for (order, n) in &standing {
+        match sold.get(order) {
+            Some(1) => {}
+            Some(m) => problems.push(format!("order {order:?} reported to {m} customers")),
+            None => problems.push(format!(
+                "order {order:?} stands ({n}x) but no customer was told it was purchased"
+            )),
+        }
+    }
+    for order in sold.keys() {
+        if !standing.contains_key(order) {
+            problems.push(format!(
+                "purchase reported with order {order:?}, which the seller does not have standing"
+            ));
+        }
+    }
+    problems
 }

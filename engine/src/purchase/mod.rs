@@ -1,0 +1,516 @@
+//! Purchases: `POST /v1/purchases` and `GET /v1/purchases/{id}`.
+//!
+//! The accepting core validates the request ([`api`]) and hands it over the purchase
+//! lane ([`lane`]) to the core that owns the purchase's shard. That core alone reads and
+//! writes the shard, decides what the idempotency key means (new, replay, conflict), and
+//! runs the saga ([`saga`]). At start each core resumes the unfinished purchases of its
+//! shards ([`recover`]) and later expires old ones ([`expire_loop`]).
+
+pub mod api;
+pub mod durable;
+pub mod lane;
+pub mod record;
+pub mod saga;
+pub mod secrets;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bookbroker_storage::{shard_for, Batch, IdempotencyRecord};
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+
+use self::api::PurchaseRequest;
+use self::lane::{Answer, Job};
+use self::record::{Outcome, Purchase, Step, Wanted};
+use self::saga::{now_ms, Saga, ShardOwner};
+use crate::auth::CustomerId;
+use crate::problem::ApiProblem;
+use crate::server::{Body, Core};
+
+/// Purchase ids name their shard, so any core can route a `GET` to the owner:
+/// `pur_` + 4 hex digits of shard + `_` + 16 random hex digits.
+pub fn new_id(shard: u32, random: &str) -> String {
+    format!("pur_{shard:04x}_{random}")
+}
+
+/// The shard an id names, if it is one of ours.
+pub fn shard_of(id: &str) -> Option<u32> {
+    let rest = id.strip_prefix("pur_")?;
+    let (shard, random) = rest.split_once('_')?;
+    if shard.len() != 4 || random.len() != 16 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(shard, 16).ok()
+}
+
+/// The core that owns `shard`.
+pub fn owner_core(shard: u32, cores: usize) -> usize {
+    shard as usize % cores.max(1)
+}
+
+fn answer_problem(p: &ApiProblem) -> Answer {
+    Answer {
+        status: p.status,
+        body: p.body(),
+        problem: true,
+        location: None,
+    }
+}
+
+fn answer_outcome(o: &Outcome) -> Answer {
+    Answer {
+        status: o.status,
+        body: serde_json::to_vec(&o.body).unwrap_or_default(),
+        problem: false,
+        location: None,
+    }
+}
+
+fn answer_pending(p: &Purchase) -> Answer {
+    Answer {
+        status: 202,
+        body: serde_json::to_vec(&p.pending_body()).unwrap_or_default(),
+        problem: false,
+        location: Some(format!("/v1/purchases/{}", p.id)),
+    }
+}
+
+fn to_response(a: Answer) -> Response<Body> {
+    let mut r = if a.problem {
+        let mut r = Response::new(Full::new(Bytes::from(a.body)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(ApiProblem::CONTENT_TYPE),
+        );
+        r
+    } else {
+        crate::server::json(StatusCode::OK, a.body)
+    };
+    *r.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(loc) = a.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    r
+}
+
+/// Sends `job` to the core owning `shard` and waits for its answer.
+async fn over_the_lane(
+    core: &Rc<Core>,
+    shard: u32,
+    job: Job,
+    rx: oneshot::Receiver<Answer>,
+) -> Response<Body> {
+    let owner = owner_core(shard, core.shared.cores);
+    if core.shared.lanes.send(owner, job).is_err() {
+        return crate::server::problem(&ApiProblem::service_unavailable(
+            "the core owning this purchase has stopped; retry shortly",
+        ));
+    }
+    match rx.await {
+        Ok(a) => to_response(a),
+        Err(_) => crate::server::problem(&ApiProblem::service_unavailable(
+            "the purchase could not be handled; retry with the same key",
+        )),
+    }
+}
+
+/// `POST /v1/purchases` on the accepting core.
+pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId) -> Response<Body> {
+    let Some(purchases) = core.purchases.as_ref() else {
+        return crate::server::problem(&ApiProblem::internal());
+    };
+    let headers = req.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return crate::server::problem(&ApiProblem::unsupported_media_type());
+    }
+    let key = match api::check_key(headers.get("idempotency-key").map(|v| v.as_bytes())) {
+        Ok(k) => k,
+        Err(p) => return crate::server::problem(&p),
+    };
+    let respond_async = api::prefers_async(headers.get("prefer").map(|v| v.as_bytes()));
+    let limit = core.shared.config.server.max_body_bytes;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return crate::server::problem(&ApiProblem::payload_too_large(limit));
+            }
+            return crate::server::problem(&ApiProblem::bad_request(
+                "the request body could not be read",
+            ));
+        }
+    };
+    let request = match api::parse_body(
+        customer.as_str(),
+        key,
+        &body,
+        &core.fx,
+        &purchases.cipher,
+        respond_async,
+    ) {
+        Ok(r) => r,
+        Err(p) => return crate::server::problem(&p),
+    };
+    let shard = shard_for(&request.customer, &request.key, purchases.shard_count);
+    let (reply, rx) = oneshot::channel();
+    let job = Job::Post {
+        request: Box::new(request),
+        reply,
+    };
+    over_the_lane(core, shard, job, rx).await
+}
+
+/// `GET /v1/purchases/{id}` on the accepting core.
+pub async fn get(core: &Rc<Core>, id: &str, customer: CustomerId) -> Response<Body> {
+    let Some(purchases) = core.purchases.as_ref() else {
+        return crate::server::problem(&ApiProblem::internal());
+    };
+    let Some(shard) = shard_of(id).filter(|s| *s < purchases.shard_count) else {
+        return crate::server::problem(&ApiProblem::not_found());
+    };
+    let (reply, rx) = oneshot::channel();
+    let job = Job::Get {
+        id: id.to_string(),
+        customer: customer.as_str().to_string(),
+        shard,
+        reply,
+    };
+    over_the_lane(core, shard, job, rx).await
+}
+
+/// Serves this core's inbox until every sender is gone.
+pub async fn serve_lane(core: Rc<Core>, inbox: lane::LaneReceiver) {
+    while let Some(job) = inbox.next().await {
+        let core = Rc::clone(&core);
+        glommio::spawn_local(async move {
+            match job {
+                Job::Post { request, reply } => {
+                    let answer = handle_post(&core, *request).await;
+                    let _ = reply.send(answer);
+                }
+                Job::Get {
+                    id,
+                    customer,
+                    shard,
+                    reply,
+                } => {
+                    let _ = reply.send(handle_get(&core, &id, &customer, shard));
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+fn shard_owner(core: &Core, shard: u32) -> Result<Rc<ShardOwner>, ApiProblem> {
+    core.purchases
+        .as_ref()
+        .and_then(|p| p.shards.get(&shard))
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!(
+                shard,
+                core = core.index,
+                "a purchase reached a core that does not own its shard"
+            );
+            ApiProblem::internal()
+        })
+}
+
+fn load(owner: &ShardOwner, id: &str) -> Result<Option<Purchase>, ApiProblem> {
+    let raw = owner.commit.shard().purchase(id).map_err(|e| {
+        tracing::error!(error = %e, "cannot read a purchase");
+        ApiProblem::internal()
+    })?;
+    raw.map(|bytes| {
+        serde_json::from_slice::<Purchase>(&bytes).map_err(|e| {
+            tracing::error!(error = %e, purchase = id, "a stored purchase does not decode");
+            ApiProblem::internal()
+        })
+    })
+    .transpose()
+}
+
+fn handle_get(core: &Core, id: &str, customer: &str, shard: u32) -> Answer {
+    let owner = match shard_owner(core, shard) {
+        Ok(o) => o,
+        Err(p) => return answer_problem(&p),
+    };
+    match load(&owner, id) {
+        Ok(Some(p)) if p.customer == customer => match &p.outcome {
+            Some(o) => answer_outcome(o),
+            None => {
+                let mut a = answer_pending(&p);
+                a.status = 200;
+                a
+            }
+        },
+        // Another customer's purchase does not exist for this one.
+        Ok(_) => answer_problem(&ApiProblem::not_found()),
+        Err(p) => answer_problem(&p),
+    }
+}
+
+async fn handle_post(core: &Rc<Core>, req: PurchaseRequest) -> Answer {
+    let shard_count = core.purchases.as_ref().map(|p| p.shard_count).unwrap_or(1);
+    let shard = shard_for(&req.customer, &req.key, shard_count);
+    let owner = match shard_owner(core, shard) {
+        Ok(o) => o,
+        Err(p) => return answer_problem(&p),
+    };
+    // Everything from the key lookup to registering a new purchase as running happens
+    // without an await, so two requests with one key can never both start a purchase.
+    let existing = match owner.commit.shard().idempotency(&req.customer, &req.key) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an idempotency record");
+            return answer_problem(&ApiProblem::internal());
+        }
+    };
+    let (purchase, wait) = match existing {
+        Some(rec) if rec.fingerprint != req.fingerprint => {
+            return answer_problem(&ApiProblem::unprocessable(
+                "this Idempotency-Key was used with a different request body",
+            ))
+        }
+        Some(rec) => {
+            if owner.running.borrow().contains_key(&rec.purchase_id) {
+                return answer_problem(&ApiProblem::conflict(
+                    "a request with this Idempotency-Key is still being processed; retry later",
+                ));
+            }
+            match load(&owner, &rec.purchase_id) {
+                Ok(Some(p)) => match &p.outcome {
+                    Some(o) => return answer_outcome(o),
+                    // Unfinished but not running: recovery has not reached it yet.
+                    None => {
+                        return answer_problem(&ApiProblem::conflict(
+                            "this purchase is being recovered; retry later",
+                        ))
+                    }
+                },
+                Ok(None) => {
+                    tracing::error!(purchase = %rec.purchase_id, "idempotency record without its purchase");
+                    return answer_problem(&ApiProblem::internal());
+                }
+                Err(p) => return answer_problem(&p),
+            }
+        }
+        None => match start(core, &owner, shard, &req) {
+            Ok(started) => started,
+            Err(p) => return answer_problem(&p),
+        },
+    };
+    // The intent must be on disk before the saga makes its first external call.
+    let ticket = wait;
+    if let Err(e) = owner.commit.durable(ticket).await {
+        tracing::error!(error = %e, "the purchase intent could not be made durable");
+        owner.running.borrow_mut().remove(&purchase.id);
+        return answer_problem(&ApiProblem::service_unavailable(
+            "the purchase could not be recorded; retry with the same key",
+        ));
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    if let Some(waiters) = owner.running.borrow_mut().get_mut(&purchase.id) {
+        waiters.push(done_tx);
+    }
+    let pending = answer_pending(&purchase);
+    let id = purchase.id.clone();
+    glommio::spawn_local(Saga::new(Rc::clone(core), Rc::clone(&owner), purchase).run()).detach();
+    if req.respond_async {
+        return pending;
+    }
+    let wait = Duration::from_millis(core.shared.config.purchases.wait_ms);
+    let timer = std::pin::pin!(glommio::timer::Timer::new(wait));
+    match select(done_rx, timer).await {
+        Either::Left(_) => match load(&owner, &id) {
+            Ok(Some(p)) => match &p.outcome {
+                Some(o) => answer_outcome(o),
+                None => pending,
+            },
+            Ok(None) => pending,
+            Err(p) => answer_problem(&p),
+        },
+        Either::Right(_) => pending,
+    }
+}
+
+/// Records a new purchase (intent) and registers it as running. Returns the purchase
+/// and the write's ticket for group commit.
+fn start(
+    core: &Core,
+    owner: &ShardOwner,
+    shard: u32,
+    req: &PurchaseRequest,
+) -> Result<(Purchase, u64), ApiProblem> {
+    let purchases = core.purchases.as_ref().ok_or_else(ApiProblem::internal)?;
+    let internal = |what: &str, e: String| {
+        tracing::error!(error = %e, "{what}");
+        ApiProblem::internal()
+    };
+    let random = purchases
+        .cipher
+        .random_hex(8)
+        .map_err(|e| internal("no randomness", e.to_string()))?;
+    let sealed = purchases
+        .cipher
+        .seal(
+            &serde_json::to_vec(&(req.payment_token.expose(), req.shipping_token.expose()))
+                .map_err(|e| internal("cannot encode tokens", e.to_string()))?,
+        )
+        .map_err(|e| internal("cannot seal tokens", e.to_string()))?;
+    let now = now_ms();
+    let p = Purchase {
+        id: new_id(shard, &random),
+        customer: req.customer.clone(),
+        key: req.key.clone(),
+        created_ms: now,
+        wanted: Wanted {
+            isbn: req.isbn.as_ref().map(|i| i.as_str().to_string()),
+            title: req.title.clone(),
+            max_price: req.max_price,
+            currency: req.currency.code().to_string(),
+            condition: api::condition_name(req.condition).to_string(),
+        },
+        sealed_tokens: Some(sealed),
+        step: Step::Quoting,
+        candidates: Vec::new(),
+        lowest: None,
+        attempt: None,
+        skipped: 0,
+        authorization: None,
+        order: None,
+        auth_unresolved: false,
+        order_unresolved: None,
+        voided: false,
+        order_cancelled: false,
+        compensation: None,
+        outcome: None,
+        journal_seq: 0,
+    };
+    let mut batch = Batch::default();
+    batch
+        .put_idempotency(
+            &req.customer,
+            &req.key,
+            &IdempotencyRecord {
+                purchase_id: p.id.clone(),
+                fingerprint: req.fingerprint.clone(),
+                created_ms: now,
+            },
+        )
+        .map_err(|e| internal("cannot encode an idempotency record", e.to_string()))?;
+    let record =
+        serde_json::to_vec(&p).map_err(|e| internal("cannot encode a purchase", e.to_string()))?;
+    batch.put_purchase(&p.id, &record, true);
+    batch.append_journal(&p.id, 0, br#"{"step":"quoting","note":"intent"}"#);
+    let ticket = owner
+        .commit
+        .write(batch)
+        .map_err(|e| internal("cannot record a purchase intent", e.to_string()))?;
+    owner.running.borrow_mut().insert(p.id.clone(), Vec::new());
+    Ok((p, ticket))
+}
+
+/// Resumes every unfinished purchase of this core's shards.
+pub fn recover(core: &Rc<Core>) -> usize {
+    let Some(purchases) = core.purchases.as_ref() else {
+        return 0;
+    };
+    let mut resumed = 0;
+    for (index, owner) in &purchases.shards {
+        let ids = match owner.commit.shard().unfinished() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(shard = index, error = %e, "cannot list unfinished purchases");
+                continue;
+            }
+        };
+        for id in ids {
+            match load(owner, &id) {
+                Ok(Some(p)) if p.step != Step::Done => {
+                    owner.running.borrow_mut().insert(id.clone(), Vec::new());
+                    tracing::info!(purchase = %id, step = ?p.step, "resuming a purchase");
+                    glommio::spawn_local(Saga::new(Rc::clone(core), Rc::clone(owner), p).run())
+                        .detach();
+                    resumed += 1;
+                }
+                Ok(_) => {}
+                Err(_) => tracing::error!(purchase = %id, "cannot resume a purchase"),
+            }
+        }
+    }
+    resumed
+}
+
+/// Removes expired purchases and keys from this core's shards, a slice at a time, and
+/// compacts (off the reactor thread) after removing some.
+pub async fn expire_loop(core: Rc<Core>, every: Duration) {
+    let owners: HashMap<u32, Rc<ShardOwner>> = match core.purchases.as_ref() {
+        Some(p) => p.shards.clone(),
+        None => return,
+    };
+    loop {
+        glommio::timer::sleep(every).await;
+        for owner in owners.values() {
+            let mut removed = 0;
+            loop {
+                match owner.commit.shard().expire(now_ms(), 256) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        removed += n;
+                        // Let requests run between slices.
+                        glommio::executor().yield_task_queue_now().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "expiring purchases failed");
+                        break;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    shard = owner.commit.shard().index(),
+                    "expired purchases removed"
+                );
+                let shard = owner.commit.shard().clone();
+                if let Err(e) = glommio::executor()
+                    .spawn_blocking(move || shard.compact())
+                    .await
+                {
+                    tracing::warn!(error = %e, "compaction after expiry failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_their_shard() {
+        let id = new_id(7, "0123456789abcdef");
+        assert_eq!(shard_of(&id), Some(7));
+        assert_eq!(shard_of("pur_0007_0123"), None);
+        assert_eq!(shard_of("order_1"), None);
+        assert_eq!(shard_of("pur_zzzz_0123456789abcdef"), None);
+        assert_eq!(owner_core(7, 2), 1);
+        assert_eq!(owner_core(7, 1), 0);
+    }
+}

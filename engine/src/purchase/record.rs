@@ -1,0 +1,166 @@
+//! What a purchase stores: its request, where its saga stands, and, once it is over,
+//! the answer every replay returns. Serialized as JSON into its shard.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the saga stands. Each step is stored *before* the external call it makes, so
+/// recovery knows which call to repeat (every call is idempotent upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Intent recorded; next: ask the sellers for offers.
+    Quoting,
+    /// Candidates chosen; next: authorize the payment.
+    Authorizing,
+    /// Authorized; next: order `candidates[next_candidate]`.
+    Ordering,
+    /// Ordered; next: capture the confirmed total.
+    Capturing,
+    /// Undoing: cancel `order` (if any), then void the authorization (if any), then end
+    /// with `compensation.outcome`.
+    Compensating,
+    /// Over: `outcome` is the answer.
+    Done,
+}
+
+/// An offer the purchase may order, cheapest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Seller name.
+    pub seller: String,
+    /// The seller's offer id.
+    pub offer_id: String,
+    /// Price in the seller's currency, minor units.
+    pub seller_price: i64,
+    /// Shipping in the seller's currency.
+    pub seller_shipping: i64,
+    /// The seller's currency.
+    pub seller_currency: String,
+    /// Price in the customer's currency.
+    pub price: i64,
+    /// Shipping in the customer's currency.
+    pub shipping: i64,
+    /// `price + shipping`.
+    pub total: i64,
+}
+
+/// The order being placed: which candidate and at which expected total (the seller's
+/// currency). Part of the order's idempotency key, so a repeat after a crash is the
+/// same order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Index into `candidates`.
+    pub candidate: usize,
+    /// Expected total in the seller's currency.
+    pub expected_total: i64,
+}
+
+/// An order the seller confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    /// Seller name.
+    pub seller: String,
+    /// The seller's offer id.
+    pub offer_id: String,
+    /// The seller's order id.
+    pub order_id: String,
+    /// Price in the customer's currency.
+    pub price: i64,
+    /// Shipping in the customer's currency.
+    pub shipping: i64,
+    /// Confirmed total in the customer's currency: what is captured.
+    pub total: i64,
+}
+
+/// The final answer of a purchase: status code and JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// HTTP status of the answer to `POST`.
+    pub status: u16,
+    /// The body.
+    pub body: serde_json::Value,
+}
+
+/// The cheapest offer seen, for `no_offer_within_limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lowest {
+    /// Seller name.
+    pub seller: String,
+    /// Total in the customer's currency.
+    pub total: i64,
+    /// The customer's currency.
+    pub currency: String,
+}
+
+/// What the customer asked for (tokens are sealed separately).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wanted {
+    /// ISBN-13, when searching by ISBN.
+    pub isbn: Option<String>,
+    /// Title, when searching by title.
+    pub title: Option<String>,
+    /// Highest total the customer pays, in `currency`.
+    pub max_price: i64,
+    /// The customer's currency.
+    pub currency: String,
+    /// `any`, `new` or `used`.
+    pub condition: String,
+}
+
+/// A purchase as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Purchase {
+    /// `pur_…`.
+    pub id: String,
+    /// Customer id.
+    pub customer: String,
+    /// The client's idempotency key.
+    pub key: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// The request.
+    pub wanted: Wanted,
+    /// Payment and shipping tokens, encrypted; erased when the purchase ends.
+    pub sealed_tokens: Option<String>,
+    /// The current step.
+    pub step: Step,
+    /// Offers within the limit, cheapest first.
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+    /// The cheapest offer seen above the limit (or whose price rose above it).
+    pub lowest: Option<Lowest>,
+    /// The order being attempted.
+    pub attempt: Option<Attempt>,
+    /// Candidates that sold out or no longer fit.
+    #[serde(default)]
+    pub skipped: usize,
+    /// The payment authorization.
+    pub authorization: Option<String>,
+    /// The confirmed seller order.
+    pub order: Option<PlacedOrder>,
+    /// An authorization call whose outcome is unknown (it may exist upstream).
+    #[serde(default)]
+    pub auth_unresolved: bool,
+    /// An order call whose outcome is unknown (it may have been placed).
+    #[serde(default)]
+    pub order_unresolved: Option<Attempt>,
+    /// The authorization has been voided.
+    #[serde(default)]
+    pub voided: bool,
+    /// The seller order has been cancelled.
+    #[serde(default)]
+    pub order_cancelled: bool,
+    /// What the purchase ends with once compensation is done.
+    pub compensation: Option<Outcome>,
+    /// The final answer.
+    pub outcome: Option<Outcome>,
+    /// Next journal sequence number.
+    pub journal_seq: u32,
+}
+
+impl Purchase {
+    /// The body of a `pending` answer.
+    pub fn pending_body(&self) -> serde_json::Value {
+        serde_json::json!({"id": self.id, "status": "pending"})
+    }
+}
