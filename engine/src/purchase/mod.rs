@@ -250,14 +250,17 @@ fn handle_get(core: &Core, id: &str, customer: &str, shard: u32) -> Answer {
         Err(p) => return answer_problem(&p),
     };
     match load(&owner, id) {
-        Ok(Some(p)) if p.customer == customer => match &p.outcome {
-            Some(o) => answer_outcome(o),
-            None => {
-                let mut a = answer_pending(&p);
-                a.status = 200;
-                a
-            }
-        },
+        Ok(Some(p)) if p.customer == customer => {
+            // The resource exists whatever its state: 200, with the body a replay of the
+            // POST returns (or `pending`).
+            let mut a = match &p.outcome {
+                Some(o) => answer_outcome(o),
+                None => answer_pending(&p),
+            };
+            a.status = 200;
+            a.location = None;
+            a
+        }
         // Another customer's purchase does not exist for this one.
         Ok(_) => answer_problem(&ApiProblem::not_found()),
         Err(p) => answer_problem(&p),
