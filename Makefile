@@ -11,7 +11,7 @@ CARGO ?= cargo
 .PHONY: demo test deps lint build unit-and-integration bench-check
 
 demo: deps
-	$(CARGO) build --release -p bookbroker-engine --bin bookbroker
+	$(CARGO) build --release --workspace --bins --locked
 	./target/release/bookbroker demo
 
 test: deps lint build unit-and-integration bench-check

@@ -100,9 +100,51 @@ pub enum Counter {
     BreakerOpened,
     /// Seller requests retried after a transient failure.
     Retries,
+    /// Purchases started (new idempotency keys).
+    PurchasesStarted,
+    /// Purchases that ended `purchased`.
+    PurchasesPurchased,
+    /// Purchases that ended any other way.
+    PurchasesNotPurchased,
+    /// Unfinished purchases resumed at start.
+    PurchasesRecovered,
+    /// Purchase requests answered from a stored outcome (replays).
+    PurchaseReplays,
+    /// fsyncs of purchase shards (group commit shares one among many writes).
+    StorageSyncs,
 }
 
-const COUNTERS: [(Counter, &str, &str); 13] = [
+const COUNTERS: [(Counter, &str, &str); 19] = [
+    (
+        Counter::PurchasesStarted,
+        "bookbroker_purchases_started_total",
+        "Purchases started (new idempotency keys).",
+    ),
+    (
+        Counter::PurchasesPurchased,
+        "bookbroker_purchases_purchased_total",
+        "Purchases that ended purchased.",
+    ),
+    (
+        Counter::PurchasesNotPurchased,
+        "bookbroker_purchases_not_purchased_total",
+        "Purchases that ended without a purchase (no offer, not found, declined, failed).",
+    ),
+    (
+        Counter::PurchasesRecovered,
+        "bookbroker_purchases_recovered_total",
+        "Unfinished purchases resumed at start.",
+    ),
+    (
+        Counter::PurchaseReplays,
+        "bookbroker_purchase_replays_total",
+        "Purchase requests answered from a stored outcome.",
+    ),
+    (
+        Counter::StorageSyncs,
+        "bookbroker_storage_syncs_total",
+        "fsyncs of purchase shards.",
+    ),
     (
         Counter::ConnectionsAccepted,
         "bookbroker_http_connections_accepted_total",

@@ -228,7 +228,10 @@ fn the_purchase_routes_answer_as_documented() {
         if code == 409 || code == 503 {
             continue;
         }
-        assert!(seen.contains(&code), "documented {code} of POST /v1/purchases never produced");
+        assert!(
+            seen.contains(&code),
+            "documented {code} of POST /v1/purchases never produced"
+        );
     }
     for p in ["Purchase", "Purchased"] {
         let r = &posts[0].json();
@@ -252,5 +255,9 @@ fn the_purchase_routes_answer_as_documented() {
         seen.insert(resp.status);
     }
     assert_eq!(seen, documented(&spec, "/v1/purchases/{id}", "get"));
-    assert_eq!(gets[0].json(), posts[0].json(), "GET shows what a replay shows");
+    assert_eq!(
+        gets[0].json(),
+        posts[0].json(),
+        "GET shows what a replay shows"
+    );
 }

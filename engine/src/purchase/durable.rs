@@ -8,9 +8,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bookbroker_storage::{Batch, Shard, StorageError};
 use futures_channel::oneshot;
+
+use crate::metrics::{Counter, Metrics};
+use crate::server::Core;
 
 #[derive(Default)]
 struct State {
@@ -58,11 +62,15 @@ impl GroupCommit {
         Ok(st.written)
     }
 
-    /// Waits until the write with `ticket` is on disk.
-    pub async fn durable(self: &Rc<Self>, ticket: u64) -> Result<(), String> {
+    /// Waits until the write with `ticket` is on disk. `core` is where syncs are
+    /// counted.
+    pub async fn durable(self: &Rc<Self>, ticket: u64, core: &Core) -> Result<(), String> {
         if !self.grouped {
             let shard = self.shard.clone();
             self.state.borrow_mut().syncs += 1;
+            core.shared
+                .metrics
+                .inc_counter(core.index, Counter::StorageSyncs);
             return glommio::executor()
                 .spawn_blocking(move || shard.sync())
                 .await
@@ -82,13 +90,15 @@ impl GroupCommit {
         // Spawned with no borrow held: the new task may run before this one resumes.
         if start_syncing {
             let me = Rc::clone(self);
-            glommio::spawn_local(async move { me.sync_loop().await }).detach();
+            let metrics = Arc::clone(&core.shared.metrics);
+            let index = core.index;
+            glommio::spawn_local(async move { me.sync_loop(&metrics, index).await }).detach();
         }
         rx.await
             .unwrap_or_else(|_| Err("the sync task ended early".to_string()))
     }
 
-    async fn sync_loop(self: Rc<Self>) {
+    async fn sync_loop(self: Rc<Self>, metrics: &Metrics, core: usize) {
         loop {
             let target = {
                 let mut st = self.state.borrow_mut();
@@ -99,6 +109,7 @@ impl GroupCommit {
                 st.syncs += 1;
                 st.written
             };
+            metrics.inc_counter(core, Counter::StorageSyncs);
             let shard = self.shard.clone();
             let result = glommio::executor()
                 .spawn_blocking(move || shard.sync())

@@ -30,6 +30,7 @@ use self::lane::{Answer, Job};
 use self::record::{Outcome, Purchase, Step, Wanted};
 use self::saga::{now_ms, Saga, ShardOwner};
 use crate::auth::CustomerId;
+use crate::metrics::Counter;
 use crate::problem::ApiProblem;
 use crate::server::{Body, Core};
 
@@ -297,7 +298,12 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest) -> Answer {
             }
             match load(&owner, &rec.purchase_id) {
                 Ok(Some(p)) => match &p.outcome {
-                    Some(o) => return answer_outcome(o),
+                    Some(o) => {
+                        core.shared
+                            .metrics
+                            .inc_counter(core.index, Counter::PurchaseReplays);
+                        return answer_outcome(o);
+                    }
                     // Unfinished but not running: recovery has not reached it yet.
                     None => {
                         return answer_problem(&ApiProblem::conflict(
@@ -319,7 +325,7 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest) -> Answer {
     };
     // The intent must be on disk before the saga makes its first external call.
     let ticket = wait;
-    if let Err(e) = owner.commit.durable(ticket).await {
+    if let Err(e) = owner.commit.durable(ticket, core).await {
         tracing::error!(error = %e, "the purchase intent could not be made durable");
         owner.running.borrow_mut().remove(&purchase.id);
         return answer_problem(&ApiProblem::service_unavailable(
@@ -425,6 +431,9 @@ fn start(
         .write(batch)
         .map_err(|e| internal("cannot record a purchase intent", e.to_string()))?;
     owner.running.borrow_mut().insert(p.id.clone(), Vec::new());
+    core.shared
+        .metrics
+        .inc_counter(core.index, Counter::PurchasesStarted);
     Ok((p, ticket))
 }
 
@@ -449,6 +458,9 @@ pub fn recover(core: &Rc<Core>) -> usize {
                     tracing::info!(purchase = %id, step = ?p.step, "resuming a purchase");
                     glommio::spawn_local(Saga::new(Rc::clone(core), Rc::clone(owner), p).run())
                         .detach();
+                    core.shared
+                        .metrics
+                        .inc_counter(core.index, Counter::PurchasesRecovered);
                     resumed += 1;
                 }
                 Ok(_) => {}

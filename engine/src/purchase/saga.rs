@@ -31,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 use super::durable::GroupCommit;
 use super::record::{Attempt, Candidate, Lowest, Outcome, PlacedOrder, Purchase, Step};
 use super::secrets::{Secret, TokenCipher};
+use crate::metrics::Counter;
 use crate::net::{Endpoint, HttpPool, NetError};
 use crate::quotes::{self, QuoteRequest};
 use crate::sellers::SellerError;
@@ -229,13 +230,22 @@ impl Saga {
         }
         let ticket = self.owner.commit.write(batch).map_err(|e| e.to_string())?;
         if sync {
-            self.owner.commit.durable(ticket).await?;
+            self.owner.commit.durable(ticket, &self.core).await?;
         }
         Ok(())
     }
 
     async fn finish(&mut self, outcome: Outcome, note: &str) -> Result<(), String> {
         tracing::info!(purchase = %self.p.id, status = %outcome.body["status"], "purchase finished");
+        let counter = if outcome.status == 201 {
+            Counter::PurchasesPurchased
+        } else {
+            Counter::PurchasesNotPurchased
+        };
+        self.core
+            .shared
+            .metrics
+            .inc_counter(self.core.index, counter);
         self.p.outcome = Some(outcome);
         self.p.step = Step::Done;
         // The tokens are no longer needed: erase them.

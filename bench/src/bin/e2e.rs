@@ -1,0 +1,755 @@
+//! `e2e`: the end-to-end benchmark. Starts `sellersim` with `bench/scenarios/fanout5.toml`,
+//! the engine and `loadgen` (all release builds, on this machine), runs each experiment
+//! of issue 4's table, and writes the table into `BENCHMARKS.md` between the markers
+//! `<!-- e2e:begin -->` and `<!-- e2e:end -->`. Raw loadgen reports go to
+//! `target/e2e/`. Run it with `bench/e2e` (which builds first); `--quick` shortens every
+//! run for a smoke test.
+//!
+//! Experiments:
+//! 1. engine CPU per quote (cache off, fan-out 5): engine on one core pinned to CPU 0,
+//!    sellersim and loadgen on CPU 1, at rates below saturation; CPU is user + system
+//!    time from `/proc/PID/stat` over the measured window, divided by answers.
+//! 2. the highest quote rate with p99 < 50 ms, cache off, engine on both cores (sharing
+//!    them with sellersim and loadgen, as the target says).
+//! 3. the same with the cache on and Zipf popularity, plus a 30 s run at 10,000/s.
+//! 4. hedging on against off on the slow-tail variant (2% of seller answers 20x slower),
+//!    alternated, three runs each: p99, p99.9 and upstream requests per quote (counted
+//!    by sellersim).
+//! 5. purchases per second, group commit against one fsync per write.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+const API_KEY: &str = "bench-key";
+
+struct Ctx {
+    root: PathBuf,
+    bin: PathBuf,
+    out: PathBuf,
+    quick: bool,
+    clk_tck: f64,
+    runs: usize,
+}
+
+impl Ctx {
+    fn secs(&self, full: u64) -> u64 {
+        if self.quick {
+            (full / 5).max(2)
+        } else {
+            full
+        }
+    }
+}
+
+/// A child process that is killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Sim {
+    _proc: Proc,
+    config: PathBuf,
+    isbns: PathBuf,
+    payment: String,
+    _dir: tempfile::TempDir,
+}
+
+fn start_sim(ctx: &Ctx, scenario_text: &str, cpus: &str) -> Result<Sim> {
+    let dir = tempfile::tempdir()?;
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, scenario_text)?;
+    let config = dir.path().join("engine.toml");
+    let isbns = dir.path().join("isbns.txt");
+    let mut child = Command::new("taskset")
+        .args(["-c", cpus])
+        .arg(ctx.bin.join("sellersim"))
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--emit-config")
+        .arg(&config)
+        .arg("--emit-isbns")
+        .arg(&isbns)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start sellersim")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let proc_ = Proc(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "sellersim ready" {
+        bail!("sellersim did not start: {line:?}");
+    }
+    let text = std::fs::read_to_string(&config)?;
+    let payment = text
+        .lines()
+        .skip_while(|l| l.trim() != "[payment]")
+        .find_map(|l| l.trim().strip_prefix("url = "))
+        .map(|u| u.trim_matches('"').to_string())
+        .ok_or_else(|| anyhow!("no payment url in the emitted config"))?;
+    Ok(Sim {
+        _proc: proc_,
+        config,
+        isbns,
+        payment,
+        _dir: dir,
+    })
+}
+
+struct Engine {
+    proc_: Proc,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_engine(ctx: &Ctx, sim: &Sim, extra: &str, cores: usize, cpus: &str) -> Result<Engine> {
+    let data = tempfile::tempdir()?;
+    let config = data.path().join("engine.toml");
+    let text = std::fs::read_to_string(&sim.config)?;
+    std::fs::write(&config, with_sections(&text, extra))?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let child = Command::new("taskset")
+        .args(["-c", cpus])
+        .arg(ctx.bin.join("bookbroker"))
+        .args(["serve", "--cores", &cores.to_string(), "--listen", &addr])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start bookbroker")?;
+    let engine = Engine {
+        proc_: Proc(child),
+        addr,
+        _data: data,
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&engine.addr).is_err() {
+        if Instant::now() > until {
+            bail!("the engine did not start listening");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(engine)
+}
+
+/// Replaces keys inside sections of an emitted config. `extra` is TOML lines of the
+/// form `section.key = value`.
+fn with_sections(config: &str, extra: &str) -> String {
+    let mut out = config.to_string();
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((path, value)) = line.split_once('=') else {
+            continue;
+        };
+        let Some((section, key)) = path.trim().split_once('.') else {
+            continue;
+        };
+        let header = format!("[{section}]");
+        let setting = format!("{} = {}", key.trim(), value.trim());
+        let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+        match lines.iter().position(|l| l.trim() == header) {
+            Some(at) => {
+                let end = lines[at + 1..]
+                    .iter()
+                    .position(|l| l.trim_start().starts_with('['))
+                    .map(|p| at + 1 + p)
+                    .unwrap_or(lines.len());
+                let existing = lines[at + 1..end]
+                    .iter()
+                    .position(|l| l.split('=').next().map(str::trim) == Some(key.trim()));
+                match existing {
+                    Some(p) => lines[at + 1 + p] = setting,
+                    None => lines.insert(at + 1, setting),
+                }
+            }
+            None => {
+                lines.insert(0, String::new());
+                lines.insert(0, setting);
+                lines.insert(0, header);
+            }
+        }
+        out = lines.join("\n") + "\n";
+    }
+    out
+}
+
+/// CPU seconds (user + system) of a process so far.
+fn cpu_seconds(ctx: &Ctx, pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("bad /proc stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;
+    let stime: f64 = fields.get(12).ok_or_else(|| anyhow!("no stime"))?.parse()?;
+    Ok((utime + stime) / ctx.clk_tck)
+}
+
+struct Load<'a> {
+    scenario: &'a str,
+    rate: u64,
+    secs: u64,
+    warmup: u64,
+    connections: usize,
+    zipf: f64,
+    extra: &'a [&'a str],
+}
+
+/// What one loadgen run measured.
+struct Measured {
+    /// loadgen's JSON report.
+    report: Value,
+    /// CPU seconds each watched process used in the measured window.
+    cpu: Vec<f64>,
+    /// Quote requests the sellers answered in the measured window.
+    upstream: u64,
+}
+
+/// Runs loadgen; CPU and upstream counts are taken from the end of the warm-up to the
+/// end of the run (approximately: the warm-up is timed from loadgen's start).
+fn run_load(
+    ctx: &Ctx,
+    name: &str,
+    sim: &Sim,
+    engine: &Engine,
+    load: &Load<'_>,
+    cpus: &str,
+    watch: &[u32],
+) -> Result<Measured> {
+    let json = ctx.out.join(format!("{name}.json"));
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpus])
+        .arg(ctx.bin.join("loadgen"))
+        .args(["--target", &format!("http://{}", engine.addr)])
+        .args(["--rate", &load.rate.to_string()])
+        .args(["--duration", &format!("{}s", load.secs)])
+        .args(["--warmup", &format!("{}s", load.warmup)])
+        .args(["--scenario", load.scenario])
+        .arg("--isbns")
+        .arg(&sim.isbns)
+        .args(["--api-key", API_KEY])
+        .args(["--connections", &load.connections.to_string()])
+        .args(["--zipf-s", &load.zipf.to_string()])
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .args(load.extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().context("cannot start loadgen")?;
+    std::thread::sleep(Duration::from_secs(load.warmup));
+    let up0 = upstream_quotes(sim)?;
+    let before: Vec<f64> = watch
+        .iter()
+        .map(|p| cpu_seconds(ctx, *p))
+        .collect::<Result<_>>()?;
+    let status = child.wait()?;
+    let up1 = upstream_quotes(sim)?;
+    let after: Vec<f64> = watch
+        .iter()
+        .map(|p| cpu_seconds(ctx, *p))
+        .collect::<Result<_>>()?;
+    if !status.success() {
+        bail!("loadgen failed ({status}) in {name}");
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    Ok(Measured {
+        report,
+        cpu: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
+        upstream: up1.saturating_sub(up0),
+    })
+}
+
+/// Quote requests the sellers have answered so far, summed (sellersim's counters).
+fn upstream_quotes(sim: &Sim) -> Result<u64> {
+    let url = format!("{}/admin/stats", sim.payment);
+    let body = http_get(&url)?;
+    let v: Value = serde_json::from_str(&body)?;
+    Ok(v["sellers"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no sellers in stats"))?
+        .iter()
+        .map(|s| s["requests"]["quote"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+fn http_get(url: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not http: {url}"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| anyhow!("bad answer"))?;
+    Ok(body.to_string())
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_f64().unwrap_or(f64::NAN)
+}
+
+fn errors(v: &Value) -> u64 {
+    v["errors"]["total"].as_u64().unwrap_or(0) + v["unsent"].as_u64().unwrap_or(0)
+}
+
+struct Row {
+    cells: Vec<String>,
+}
+
+fn table(head: &[&str], rows: &[Row]) -> String {
+    let mut s = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+    for r in rows {
+        s.push_str(&format!("| {} |\n", r.cells.join(" | ")));
+    }
+    s
+}
+
+fn ladder_row(rate: u64, r: &Value) -> Row {
+    Row {
+        cells: vec![
+            rate.to_string(),
+            format!("{:.0}", f(r, &["response_rate"])),
+            format!("{:.2}", f(r, &["latency_ms", "p50"])),
+            format!("{:.2}", f(r, &["latency_ms", "p99"])),
+            format!("{:.2}", f(r, &["latency_ms", "p99_9"])),
+            errors(r).to_string(),
+        ],
+    }
+}
+
+const LADDER_HEAD: [&str; 6] = [
+    "target rate/s",
+    "answers/s",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "errors",
+];
+
+fn ok_at(r: &Value) -> bool {
+    let answered = f(r, &["responses"]);
+    f(r, &["latency_ms", "p99"]) < 50.0 && (errors(r) as f64) <= answered * 0.001
+}
+
+fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
+    let sim = start_sim(ctx, scenario, "1")?;
+    let engine = start_engine(ctx, &sim, "", 1, "0")?;
+    let pid = engine.proc_.0.id();
+    let mut rows = Vec::new();
+    for rate in [1000u64, 2000, 3000] {
+        let load = Load {
+            scenario: "quotes",
+            rate,
+            secs: ctx.secs(15),
+            warmup: 3,
+            connections: 64,
+            zipf: 1.0,
+            extra: &[],
+        };
+        let m = run_load(
+            ctx,
+            &format!("cpu-{rate}"),
+            &sim,
+            &engine,
+            &load,
+            "1",
+            &[pid],
+        )?;
+        let r = &m.report;
+        let answers = f(r, &["responses"]).max(1.0);
+        let cpu_us = m.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / answers;
+        rows.push(Row {
+            cells: vec![
+                rate.to_string(),
+                format!("{:.0}", f(r, &["response_rate"])),
+                format!("{:.2}", f(r, &["latency_ms", "p99"])),
+                format!("{:.1}", cpu_us),
+                format!("{:.2}", m.upstream as f64 / answers),
+            ],
+        });
+    }
+    report.push_str("### Engine CPU per quote (fan-out 5, cache off, engine on 1 pinned core)\n\n");
+    report.push_str(&table(
+        &[
+            "rate/s",
+            "answers/s",
+            "p99 ms",
+            "engine CPU µs per quote",
+            "upstream requests per quote",
+        ],
+        &rows,
+    ));
+    report.push('\n');
+    Ok(())
+}
+
+fn ladder(
+    ctx: &Ctx,
+    title: &str,
+    scenario: &str,
+    extra: &str,
+    rates: &[u64],
+    report: &mut String,
+) -> Result<Option<u64>> {
+    let sim = start_sim(ctx, scenario, "0,1")?;
+    let engine = start_engine(ctx, &sim, extra, 2, "0,1")?;
+    let mut rows = Vec::new();
+    let mut best = None;
+    for rate in rates {
+        let load = Load {
+            scenario: "quotes",
+            rate: *rate,
+            secs: ctx.secs(15),
+            warmup: 3,
+            connections: 256,
+            zipf: 1.0,
+            extra: &[],
+        };
+        let name = format!(
+            "{}-{rate}",
+            title.split_whitespace().next().unwrap_or("run")
+        );
+        let r = run_load(ctx, &name, &sim, &engine, &load, "0,1", &[])?.report;
+        let good = ok_at(&r);
+        rows.push(ladder_row(*rate, &r));
+        if good {
+            best = Some(*rate);
+        } else {
+            break;
+        }
+    }
+    report.push_str(&format!("### {title}\n\n"));
+    report.push_str(&table(&LADDER_HEAD, &rows));
+    report.push_str(&format!(
+        "\nHighest rate with p99 < 50 ms and no errors: **{}**\n\n",
+        best.map(|b| format!("{b}/s"))
+            .unwrap_or_else(|| "none of the rates tried".into())
+    ));
+    Ok(best)
+}
+
+fn sustained(ctx: &Ctx, scenario: &str, extra: &str, rate: u64, report: &mut String) -> Result<()> {
+    let sim = start_sim(ctx, scenario, "0,1")?;
+    let engine = start_engine(ctx, &sim, extra, 2, "0,1")?;
+    let load = Load {
+        scenario: "quotes",
+        rate,
+        secs: ctx.secs(30),
+        warmup: 3,
+        connections: 256,
+        zipf: 1.0,
+        extra: &[],
+    };
+    let r = run_load(
+        ctx,
+        &format!("sustained-{rate}"),
+        &sim,
+        &engine,
+        &load,
+        "0,1",
+        &[],
+    )?
+    .report;
+    report.push_str(&format!(
+        "### Cache on, Zipf s = 1, {rate}/s for {} s\n\n",
+        load.secs
+    ));
+    report.push_str(&table(&LADDER_HEAD, &[ladder_row(rate, &r)]));
+    report.push('\n');
+    Ok(())
+}
+
+fn slow_tail(scenario: &str) -> String {
+    // 2% of answers 20x slower than the usual ~3 ms (base 2 + jitter 0..2).
+    scenario.replace(
+        "jitter_ms = 2.0",
+        "jitter_ms = 2.0\nslow_share = 0.02\nslow_ms = 60.0",
+    )
+}
+
+fn hedging(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
+    let scenario = slow_tail(scenario);
+    let mut results: BTreeMap<&str, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+    for run in 0..ctx.runs {
+        for (label, extra) in [
+            ("on", "hedging.enabled = true"),
+            ("off", "hedging.enabled = false"),
+        ] {
+            let sim = start_sim(ctx, &scenario, "1")?;
+            let engine = start_engine(ctx, &sim, extra, 1, "0")?;
+            let load = Load {
+                scenario: "quotes",
+                rate: 1000,
+                secs: ctx.secs(20),
+                warmup: 3,
+                connections: 64,
+                zipf: 1.0,
+                extra: &[],
+            };
+            let m = run_load(
+                ctx,
+                &format!("hedging-{label}-{run}"),
+                &sim,
+                &engine,
+                &load,
+                "1",
+                &[],
+            )?;
+            let r = &m.report;
+            let answers = f(r, &["responses"]).max(1.0);
+            results.entry(label).or_default().push((
+                f(r, &["latency_ms", "p50"]),
+                f(r, &["latency_ms", "p99"]),
+                f(r, &["latency_ms", "p99_9"]),
+                m.upstream as f64 / answers / 5.0,
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    for label in ["on", "off"] {
+        for (i, (p50, p99, p999, up)) in results.get(label).into_iter().flatten().enumerate() {
+            rows.push(Row {
+                cells: vec![
+                    label.to_string(),
+                    (i + 1).to_string(),
+                    format!("{p50:.2}"),
+                    format!("{p99:.2}"),
+                    format!("{p999:.2}"),
+                    format!("{up:.3}"),
+                ],
+            });
+        }
+    }
+    let med = |label: &str, pick: fn(&(f64, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = results.get(label).into_iter().flatten().map(pick).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    report.push_str("### Hedging on vs off (2% of seller answers 20x slower, 1,000 quotes/s, engine on 1 core)\n\n");
+    report.push_str(&table(
+        &[
+            "hedging",
+            "run",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "upstream requests per seller per quote",
+        ],
+        &rows,
+    ));
+    report.push_str(&format!(
+        "\nMedians: p99 off/on = **{:.1}x**, p99.9 off/on = **{:.1}x**, upstream on/off = **{:.3}x**\n\n",
+        med("off", |r| r.1) / med("on", |r| r.1),
+        med("off", |r| r.2) / med("on", |r| r.2),
+        med("on", |r| r.3) / med("off", |r| r.3),
+    ));
+    Ok(())
+}
+
+fn purchases(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
+    // Plenty of stock so the run measures purchases, not sold-out books.
+    let scenario = scenario.replace(
+        "max_concurrency = 4096",
+        "max_concurrency = 4096\nstock = 100000",
+    );
+    let mut rows = Vec::new();
+    let mut best: BTreeMap<&str, u64> = BTreeMap::new();
+    for (label, extra) in [
+        ("group commit", "storage.group_commit = true"),
+        ("fsync per write", "storage.group_commit = false"),
+    ] {
+        for rate in [250u64, 500, 1000, 2000] {
+            let sim = start_sim(ctx, &scenario, "1")?;
+            let engine = start_engine(ctx, &sim, extra, 1, "0")?;
+            let load = Load {
+                scenario: "purchases",
+                rate,
+                secs: ctx.secs(10),
+                warmup: 2,
+                connections: 512,
+                zipf: 0.0,
+                extra: &["--max-price", "1000000", "--duplicate-share", "0"],
+            };
+            let name = format!("purchases-{}-{rate}", label.replace(' ', "-"));
+            let r = run_load(ctx, &name, &sim, &engine, &load, "1", &[])?.report;
+            let p99 = f(&r, &["latency_ms", "p99"]);
+            let good = p99 < 500.0 && errors(&r) == 0;
+            rows.push(Row {
+                cells: vec![
+                    label.to_string(),
+                    rate.to_string(),
+                    format!("{:.0}", f(&r, &["response_rate"])),
+                    format!("{:.2}", f(&r, &["latency_ms", "p50"])),
+                    format!("{p99:.2}"),
+                    errors(&r).to_string(),
+                ],
+            });
+            if !good {
+                break;
+            }
+            best.insert(label, rate);
+        }
+    }
+    report.push_str("### Purchases per second (engine on 1 core; each purchase: quote 5 sellers, 2 synced writes, authorize, order, capture)\n\n");
+    report.push_str(&table(
+        &[
+            "durability",
+            "target rate/s",
+            "answers/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+        ],
+        &rows,
+    ));
+    report.push_str(&format!(
+        "\nHighest rate with p99 < 500 ms and no errors: group commit **{}/s**, fsync per write **{}/s**\n\n",
+        best.get("group commit").copied().unwrap_or(0),
+        best.get("fsync per write").copied().unwrap_or(0),
+    ));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("no workspace root"))?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--only="))
+        .flat_map(|s| s.split(','))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let clk_tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ctx = Ctx {
+        bin: root.join("target/release"),
+        out: root.join("target/e2e"),
+        root,
+        quick,
+        clk_tck: if clk_tck > 0.0 { clk_tck } else { 100.0 },
+        runs: if quick { 1 } else { 3 },
+    };
+    std::fs::create_dir_all(&ctx.out)?;
+    let scenario = std::fs::read_to_string(ctx.root.join("bench/scenarios/fanout5.toml"))?;
+    let want = |name: &str| only.is_empty() || only.contains(&name);
+    let started = Instant::now();
+    let mut report = String::new();
+    report.push_str(&format!(
+        "Produced by `bench/e2e{}` on {} ({} CPUs){}.\n\n",
+        if quick { " --quick" } else { "" },
+        chrono_like_now(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        if quick {
+            ", quick mode (short runs: smoke test, not figures)"
+        } else {
+            ""
+        }
+    ));
+    if want("cpu") {
+        cpu_per_quote(&ctx, &scenario, &mut report)?;
+    }
+    if want("nocache") {
+        ladder(
+            &ctx,
+            "nocache: quotes, cache off, fan-out 5, engine on 2 cores (shared with sellersim and loadgen)",
+            &scenario,
+            "quotes.cache_ttl_ms = 0",
+            &[1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000],
+            &mut report,
+        )?;
+    }
+    if want("cache") {
+        ladder(
+            &ctx,
+            "cache: quotes, cache on (1 s TTL), Zipf s = 1 over 10,000 books, engine on 2 cores",
+            &scenario,
+            "quotes.cache_ttl_ms = 1000",
+            &[5000, 10000, 12500, 15000, 20000],
+            &mut report,
+        )?;
+        sustained(
+            &ctx,
+            &scenario,
+            "quotes.cache_ttl_ms = 1000",
+            10000,
+            &mut report,
+        )?;
+    }
+    if want("hedging") {
+        hedging(&ctx, &scenario, &mut report)?;
+    }
+    if want("purchases") {
+        purchases(&ctx, &scenario, &mut report)?;
+    }
+    report.push_str(&format!(
+        "Whole run: {:.0} s. Raw loadgen reports: `target/e2e/*.json`.\n",
+        started.elapsed().as_secs_f64()
+    ));
+    write_into_benchmarks(&ctx.root.join("BENCHMARKS.md"), &report)?;
+    println!("{report}");
+    Ok(())
+}
+
+/// UTC date and time without a date crate.
+fn chrono_like_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn write_into_benchmarks(path: &Path, table: &str) -> Result<()> {
+    const BEGIN: &str = "<!-- e2e:begin -->";
+    const END: &str = "<!-- e2e:end -->";
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let block = format!("{BEGIN}\n{table}{END}");
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &text[..a], block, &text[b + END.len()..]),
+        _ => format!("{text}\n## End-to-end (`bench/e2e`)\n\n{block}\n"),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
