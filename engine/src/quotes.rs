@@ -342,7 +342,7 @@ async fn hedged_quote(
         return (primary.await, false);
     };
     let mut primary = std::pin::pin!(primary);
-    let timer = std::pin::pin!(glommio::timer::Timer::new(delay));
+    let timer = crate::net::sleep(delay);
     if let Either::Left((outcome, _)) = select(primary.as_mut(), timer).await {
         return (outcome, false);
     }

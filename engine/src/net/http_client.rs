@@ -174,7 +174,7 @@ impl HttpPool {
             let _ = tx.send(result);
         })
         .detach();
-        let timer = std::pin::pin!(glommio::timer::Timer::new(timeout));
+        let timer = crate::net::sleep(timeout);
         match select(rx, timer).await {
             Either::Left((Ok(result), _)) => result,
             Either::Left((Err(_canceled), _)) => Err(NetError::Closed),

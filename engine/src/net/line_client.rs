@@ -186,7 +186,7 @@ impl LinePool {
         if let Some(w) = conn.writer.borrow_mut().take() {
             w.wake();
         }
-        let timer = std::pin::pin!(glommio::timer::Timer::new(timeout));
+        let timer = crate::net::sleep(timeout);
         match select(rx, timer).await {
             Either::Left((Ok(answer), _)) => answer,
             Either::Left((Err(_), _)) => Err(NetError::Closed),

@@ -17,7 +17,7 @@ pub use error::NetError;
 pub use http_client::{HttpPool, OwnedReply};
 pub use io::HyperIo;
 pub use line_client::LinePool;
-pub use timer::CoreTimer;
+pub use timer::{sleep, CoreTimer};
 pub use tls::client_config;
 
 /// Runs `fut` until it completes or `timeout` passes; `None` on timeout.
@@ -27,7 +27,7 @@ pub async fn with_timeout<F: std::future::Future>(
 ) -> Option<F::Output> {
     use futures_util::future::{select, Either};
     let fut = std::pin::pin!(fut);
-    let timer = std::pin::pin!(glommio::timer::Timer::new(timeout));
+    let timer = sleep(timeout);
     match select(fut, timer).await {
         Either::Left((out, _)) => Some(out),
         Either::Right(_) => None,

@@ -90,6 +90,17 @@ async fn drive() {
     }
 }
 
+/// Sleeps on this executor's wheel. Request timeouts use this rather than a glommio
+/// timer each: a glommio timer is an io_uring timeout operation, submitted and then
+/// cancelled for every request, while the wheel keeps one timer for all of them. Its
+/// resolution is about a millisecond. Needs [`CoreTimer::start_driver`] on the executor.
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep {
+        deadline: Instant::now() + duration,
+        id: None,
+    }
+}
+
 /// A sleep registered with the current thread's wheel.
 pub struct Sleep {
     deadline: Instant,
