@@ -708,7 +708,7 @@ fn main() -> Result<()> {
             "nocache: quotes, cache off, fan-out 5, engine on 2 cores (shared with sellersim and loadgen)",
             &scenario,
             "quotes.cache_ttl_ms = 0",
-            &[1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000],
+            &[1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000],
             &mut report,
         )?;
     }
