@@ -8,6 +8,12 @@
 
 CARGO ?= cargo
 
+# RocksDB's C++ takes minutes to compile. clippy (check mode) and a normal build resolve
+# librocksdb-sys's build dependencies into different units, so cargo compiles it twice;
+# with ccache (installed by `deps`) the second compile is all cache hits.
+export CC := ccache cc
+export CXX := ccache c++
+
 .PHONY: demo test deps lint build unit-and-integration bench-check
 
 demo: deps

@@ -3,7 +3,7 @@
 # what glommio needs from the host (io_uring, locked memory). Safe to run repeatedly.
 set -euo pipefail
 
-packages=(gcc g++ make pkg-config libclang-dev)
+packages=(gcc g++ make pkg-config libclang-dev ccache)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
