@@ -374,7 +374,7 @@ fn run_core(
             let fx = shared.config.fx_table().map_err(|e| e.to_string())?;
             let purchases = open_purchases(core, &shared)?;
             Ok(Rc::new(Core {
-                purchases: Some(purchases),
+                purchases,
                 index: core,
                 shared: Arc::clone(&shared),
                 keys,

@@ -54,7 +54,7 @@ pub struct Core {
     /// `/v1` requests this core is working on.
     pub in_flight: Cell<usize>,
     /// The shards this core owns and its payment client.
-    pub purchases: Option<crate::purchase::saga::Purchases>,
+    pub purchases: crate::purchase::saga::Purchases,
 }
 
 /// Counts a request as in flight on its core for as long as it lives.

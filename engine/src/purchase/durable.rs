@@ -22,7 +22,6 @@ struct State {
     synced: u64,
     syncing: bool,
     waiters: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
-    syncs: u64,
 }
 
 /// One shard with its group commit, owned by one core.
@@ -48,11 +47,6 @@ impl GroupCommit {
         &self.shard
     }
 
-    /// fsyncs done so far.
-    pub fn syncs(&self) -> u64 {
-        self.state.borrow().syncs
-    }
-
     /// Writes `batch` (surviving a process crash at once) and returns its ticket for
     /// [`GroupCommit::durable`].
     pub fn write(&self, batch: Batch) -> Result<u64, StorageError> {
@@ -67,7 +61,6 @@ impl GroupCommit {
     pub async fn durable(self: &Rc<Self>, ticket: u64, core: &Core) -> Result<(), String> {
         if !self.grouped {
             let shard = self.shard.clone();
-            self.state.borrow_mut().syncs += 1;
             core.shared
                 .metrics
                 .inc_counter(core.index, Counter::StorageSyncs);
@@ -106,7 +99,6 @@ impl GroupCommit {
                     st.syncing = false;
                     return;
                 }
-                st.syncs += 1;
                 st.written
             };
             metrics.inc_counter(core, Counter::StorageSyncs);

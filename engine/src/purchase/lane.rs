@@ -36,6 +36,8 @@ pub enum Job {
     Post {
         /// The validated request.
         request: Box<PurchaseRequest>,
+        /// Its shard, as the accepting core computed it.
+        shard: u32,
         /// Where the answer goes.
         reply: oneshot::Sender<Answer>,
     },

@@ -123,9 +123,7 @@ async fn over_the_lane(
 
 /// `POST /v1/purchases` on the accepting core.
 pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId) -> Response<Body> {
-    let Some(purchases) = core.purchases.as_ref() else {
-        return crate::server::problem(&ApiProblem::internal());
-    };
+    let purchases = &core.purchases;
     let headers = req.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -169,6 +167,7 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
     let (reply, rx) = oneshot::channel();
     let job = Job::Post {
         request: Box::new(request),
+        shard,
         reply,
     };
     over_the_lane(core, shard, job, rx).await
@@ -176,10 +175,7 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
 
 /// `GET /v1/purchases/{id}` on the accepting core.
 pub async fn get(core: &Rc<Core>, id: &str, customer: CustomerId) -> Response<Body> {
-    let Some(purchases) = core.purchases.as_ref() else {
-        return crate::server::problem(&ApiProblem::internal());
-    };
-    let Some(shard) = shard_of(id).filter(|s| *s < purchases.shard_count) else {
+    let Some(shard) = shard_of(id).filter(|s| *s < core.purchases.shard_count) else {
         return crate::server::problem(&ApiProblem::not_found());
     };
     let (reply, rx) = oneshot::channel();
@@ -198,8 +194,12 @@ pub async fn serve_lane(core: Rc<Core>, inbox: lane::LaneReceiver) {
         let core = Rc::clone(&core);
         glommio::spawn_local(async move {
             match job {
-                Job::Post { request, reply } => {
-                    let answer = handle_post(&core, *request).await;
+                Job::Post {
+                    request,
+                    shard,
+                    reply,
+                } => {
+                    let answer = handle_post(&core, *request, shard).await;
                     let _ = reply.send(answer);
                 }
                 Job::Get {
@@ -217,18 +217,14 @@ pub async fn serve_lane(core: Rc<Core>, inbox: lane::LaneReceiver) {
 }
 
 fn shard_owner(core: &Core, shard: u32) -> Result<Rc<ShardOwner>, ApiProblem> {
-    core.purchases
-        .as_ref()
-        .and_then(|p| p.shards.get(&shard))
-        .cloned()
-        .ok_or_else(|| {
-            tracing::error!(
-                shard,
-                core = core.index,
-                "a purchase reached a core that does not own its shard"
-            );
-            ApiProblem::internal()
-        })
+    core.purchases.shards.get(&shard).cloned().ok_or_else(|| {
+        tracing::error!(
+            shard,
+            core = core.index,
+            "a purchase reached a core that does not own its shard"
+        );
+        ApiProblem::internal()
+    })
 }
 
 fn load(owner: &ShardOwner, id: &str) -> Result<Option<Purchase>, ApiProblem> {
@@ -268,9 +264,7 @@ fn handle_get(core: &Core, id: &str, customer: &str, shard: u32) -> Answer {
     }
 }
 
-async fn handle_post(core: &Rc<Core>, req: PurchaseRequest) -> Answer {
-    let shard_count = core.purchases.as_ref().map(|p| p.shard_count).unwrap_or(1);
-    let shard = shard_for(&req.customer, &req.key, shard_count);
+async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answer {
     let owner = match shard_owner(core, shard) {
         Ok(o) => o,
         Err(p) => return answer_problem(&p),
@@ -365,7 +359,7 @@ fn start(
     shard: u32,
     req: &PurchaseRequest,
 ) -> Result<(Purchase, u64), ApiProblem> {
-    let purchases = core.purchases.as_ref().ok_or_else(ApiProblem::internal)?;
+    let purchases = &core.purchases;
     let internal = |what: &str, e: String| {
         tracing::error!(error = %e, "{what}");
         ApiProblem::internal()
@@ -439,11 +433,8 @@ fn start(
 
 /// Resumes every unfinished purchase of this core's shards.
 pub fn recover(core: &Rc<Core>) -> usize {
-    let Some(purchases) = core.purchases.as_ref() else {
-        return 0;
-    };
     let mut resumed = 0;
-    for (index, owner) in &purchases.shards {
+    for (index, owner) in &core.purchases.shards {
         let ids = match owner.commit.shard().unfinished() {
             Ok(ids) => ids,
             Err(e) => {
@@ -474,10 +465,7 @@ pub fn recover(core: &Rc<Core>) -> usize {
 /// Removes expired purchases and keys from this core's shards, a slice at a time, and
 /// compacts (off the reactor thread) after removing some.
 pub async fn expire_loop(core: Rc<Core>, every: Duration) {
-    let owners: HashMap<u32, Rc<ShardOwner>> = match core.purchases.as_ref() {
-        Some(p) => p.shards.clone(),
-        None => return,
-    };
+    let owners: HashMap<u32, Rc<ShardOwner>> = core.purchases.shards.clone();
     loop {
         glommio::timer::sleep(every).await;
         for owner in owners.values() {

@@ -176,13 +176,6 @@ impl Saga {
         &self.core.shared.config.purchases
     }
 
-    fn purchases(&self) -> Result<&Purchases, String> {
-        self.core
-            .purchases
-            .as_ref()
-            .ok_or_else(|| "purchases are not set up on this core".to_string())
-    }
-
     /// Drives the purchase to its end, then wakes everyone waiting for it.
     pub async fn run(mut self) {
         let mut storage_failures = 0u32;
@@ -266,7 +259,8 @@ impl Saga {
             .as_deref()
             .ok_or_else(|| "tokens were erased before the purchase ended".to_string())?;
         let plain = self
-            .purchases()?
+            .core
+            .purchases
             .cipher
             .open(sealed)
             .map_err(|e| e.to_string())?;
@@ -402,7 +396,7 @@ impl Saga {
         };
         let key = call_key(&self.p, "authorize", "");
         let timeout = self.step_timeout();
-        let purchases = self.purchases().map_err(|e| Failure::Unknown(e, None))?;
+        let purchases = &self.core.purchases;
         self.retry("authorize", false, || async {
             let reply = purchases
                 .payment
@@ -610,7 +604,7 @@ impl Saga {
         make: impl Fn() -> bookbroker_protocols::http::HttpRequest,
     ) -> Result<SettleOutcome, Failure> {
         let timeout = self.step_timeout();
-        let purchases = self.purchases().map_err(|e| Failure::Unknown(e, None))?;
+        let purchases = &self.core.purchases;
         let make = &make;
         self.retry(what, forever, || async move {
             let reply = purchases.payment.send(&make(), timeout, 0).await?;
