@@ -8,7 +8,10 @@
 //! Experiments:
 //! 1. engine CPU per quote (cache off, fan-out 5): engine on one core pinned to CPU 0,
 //!    sellersim and loadgen on CPU 1, at rates below saturation; CPU is user + system
-//!    time from `/proc/PID/stat` over the measured window, divided by answers.
+//!    time from `/proc/PID/stat` over the measured window, divided by answers. Beside
+//!    each rate, if nginx is installed, the same number of HTTP exchanges per second
+//!    through an nginx proxy pinned the same way: the baseline the CPU target is set
+//!    against, measured in the same conditions.
 //! 2. the highest quote rate with p99 < 50 ms, cache off, engine on both cores (sharing
 //!    them with sellersim and loadgen, as the target says).
 //! 3. the same with the cache on and Zipf popularity, plus a 30 s run at 10,000/s.
@@ -225,10 +228,13 @@ struct Measured {
     cpu: Vec<f64>,
     /// Quote requests the sellers answered in the measured window.
     upstream: u64,
+    /// Rescheduling interrupts each CPU took in the measured window.
+    resched: Vec<u64>,
 }
 
-/// Runs loadgen; CPU and upstream counts are taken from the end of the warm-up to the
-/// end of the run (approximately: the warm-up is timed from loadgen's start).
+/// Runs loadgen against the engine; CPU and upstream counts are taken from the end of the
+/// warm-up to the end of the run (approximately: the warm-up is timed from loadgen's
+/// start).
 fn run_load(
     ctx: &Ctx,
     name: &str,
@@ -238,17 +244,41 @@ fn run_load(
     cpus: &str,
     watch: &[u32],
 ) -> Result<Measured> {
+    let target = format!("http://{}", engine.addr);
+    run_loadgen(
+        ctx,
+        name,
+        &target,
+        Some(&sim.isbns),
+        load,
+        cpus,
+        watch,
+        || upstream_quotes(sim),
+    )
+}
+
+/// Runs loadgen against `target`, watching the CPU time of `watch` and the rescheduling
+/// interrupts of every CPU; `upstream` counts something at the far side (0 if nothing).
+#[allow(clippy::too_many_arguments)]
+fn run_loadgen(
+    ctx: &Ctx,
+    name: &str,
+    target: &str,
+    isbns: Option<&Path>,
+    load: &Load<'_>,
+    cpus: &str,
+    watch: &[u32],
+    upstream: impl Fn() -> Result<u64>,
+) -> Result<Measured> {
     let json = ctx.out.join(format!("{name}.json"));
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpus])
         .arg(ctx.bin.join("loadgen"))
-        .args(["--target", &format!("http://{}", engine.addr)])
+        .args(["--target", target])
         .args(["--rate", &load.rate.to_string()])
         .args(["--duration", &format!("{}s", load.secs)])
         .args(["--warmup", &format!("{}s", load.warmup)])
         .args(["--scenario", load.scenario])
-        .arg("--isbns")
-        .arg(&sim.isbns)
         .args(["--api-key", API_KEY])
         .args(["--connections", &load.connections.to_string()])
         .args(["--zipf-s", &load.zipf.to_string()])
@@ -258,15 +288,20 @@ fn run_load(
         .args(load.extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(isbns) = isbns {
+        cmd.arg("--isbns").arg(isbns);
+    }
     let mut child = cmd.spawn().context("cannot start loadgen")?;
     std::thread::sleep(Duration::from_secs(load.warmup));
-    let up0 = upstream_quotes(sim)?;
+    let up0 = upstream()?;
+    let res0 = resched_interrupts();
     let before: Vec<f64> = watch
         .iter()
         .map(|p| cpu_seconds(ctx, *p))
         .collect::<Result<_>>()?;
     let status = child.wait()?;
-    let up1 = upstream_quotes(sim)?;
+    let up1 = upstream()?;
+    let res1 = resched_interrupts();
     let after: Vec<f64> = watch
         .iter()
         .map(|p| cpu_seconds(ctx, *p))
@@ -279,7 +314,27 @@ fn run_load(
         report,
         cpu: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
         upstream: up1.saturating_sub(up0),
+        resched: res1
+            .iter()
+            .zip(res0.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect(),
     })
+}
+
+/// Rescheduling interrupts (IPIs, the `RES` row of `/proc/interrupts`) each CPU has taken
+/// so far; empty if the file cannot be read.
+fn resched_interrupts() -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("RES:"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|n| n.parse::<u64>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Quote requests the sellers have answered so far, summed (sellersim's counters).
@@ -380,6 +435,7 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
     let sim = start_sim(ctx, scenario, "1")?;
     let engine = start_engine(ctx, &sim, "", 1, "0")?;
     let pid = engine.proc_.0.id();
+    let nginx = NginxProxy::start(ctx)?;
     let mut rows = Vec::new();
     for rate in [1000u64, 2000, 3000] {
         let load = Load {
@@ -403,13 +459,40 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
         let r = &m.report;
         let answers = f(r, &["responses"]).max(1.0);
         let cpu_us = m.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / answers;
+        let ipis = m.resched.first().copied().unwrap_or(0) as f64 / answers;
+        // The same number of HTTP exchanges per second through nginx: a quote is six
+        // exchanges, a proxied request two, so three proxied requests per quote.
+        let baseline = match &nginx {
+            Some(n) => {
+                let load = Load {
+                    rate: rate * 3,
+                    ..load
+                };
+                let b = run_loadgen(
+                    ctx,
+                    &format!("cpu-nginx-{}", rate * 3),
+                    &n.url,
+                    None,
+                    &load,
+                    "1",
+                    &[n.front.0.id()],
+                    || Ok(0),
+                )?;
+                let proxied = f(&b.report, &["responses"]).max(1.0);
+                Some(b.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / proxied * 3.0)
+            }
+            None => None,
+        };
         rows.push(Row {
             cells: vec![
                 rate.to_string(),
                 format!("{:.0}", f(r, &["response_rate"])),
                 format!("{:.2}", f(r, &["latency_ms", "p99"])),
                 format!("{:.1}", cpu_us),
+                format!("{:.1}", ipis),
                 format!("{:.2}", m.upstream as f64 / answers),
+                baseline.map_or("n/a".into(), |b| format!("{b:.1}")),
+                baseline.map_or("n/a".into(), |b| format!("{:.2}x", cpu_us / b)),
             ],
         });
     }
@@ -420,12 +503,117 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
             "answers/s",
             "p99 ms",
             "engine CPU µs per quote",
+            "IPIs taken per quote",
             "upstream requests per quote",
+            "nginx: CPU µs per 6 exchanges at the same exchange rate",
+            "engine / nginx",
         ],
         &rows,
     ));
-    report.push('\n');
+    report.push_str(
+        "\nIPIs: rescheduling interrupts taken by the engine's CPU. The nginx baseline is one \
+         nginx worker (`master_process off`) on the engine's CPU proxying, over keep-alive, \
+         to a second nginx on the sellers' CPU, driven by the same loadgen at three times \
+         the quote rate: the same HTTP exchanges per second (a quote is six, a proxied \
+         request two).\n\n",
+    );
+    if nginx.is_none() {
+        report.push_str("(nginx was not found, so the baseline columns are empty.)\n\n");
+    }
     Ok(())
+}
+
+/// Two nginx processes, each one worker with `master_process off` so its pid is the
+/// process doing the work: `front` (on CPU 0, where the engine runs in the CPU
+/// experiment) proxies over keep-alive to `back` (on CPU 1, where the sellers run), which
+/// answers every request with a small seller-like JSON body.
+struct NginxProxy {
+    front: Proc,
+    _back: Proc,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NginxProxy {
+    /// Starts both, or `None` if nginx is not installed.
+    fn start(_ctx: &Ctx) -> Result<Option<NginxProxy>> {
+        if Command::new("nginx").arg("-v").output().is_err() {
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir()?;
+        let back_port = free_port()?;
+        let front_port = free_port()?;
+        let body = r#"{"isbn":"9780000000000","offers":[{"sku":"s1","condition":"new","price":{"amount":"12.50","currency":"EUR"},"shipping":{"amount":"3.00","currency":"EUR"},"stock":4}]}"#;
+        let back = start_nginx(
+            dir.path(),
+            "back",
+            &format!(
+                "server {{ listen 127.0.0.1:{back_port}; default_type application/json; \
+                 location / {{ return 200 '{body}'; }} }}"
+            ),
+            "1",
+        )?;
+        let front = start_nginx(
+            dir.path(),
+            "front",
+            &format!(
+                "upstream back {{ server 127.0.0.1:{back_port}; keepalive 64; }} \
+                 server {{ listen 127.0.0.1:{front_port}; location / {{ proxy_pass http://back; \
+                 proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+            ),
+            "0",
+        )?;
+        Ok(Some(NginxProxy {
+            front,
+            _back: back,
+            url: format!("http://127.0.0.1:{front_port}"),
+            _dir: dir,
+        }))
+    }
+}
+
+fn start_nginx(dir: &Path, name: &str, http: &str, cpus: &str) -> Result<Proc> {
+    let prefix = dir.join(name);
+    std::fs::create_dir_all(&prefix)?;
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; pid {pid}; \
+             error_log {err} warn; events {{ worker_connections 4096; }} \
+             http {{ access_log off; keepalive_requests 1000000; {http} }}\n",
+            pid = prefix.join("nginx.pid").display(),
+            err = prefix.join("error.log").display(),
+        ),
+    )?;
+    let child = Command::new("taskset")
+        .args(["-c", cpus, "nginx", "-p"])
+        .arg(&prefix)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start nginx")?;
+    let proc_ = Proc(child);
+    let port = http
+        .split("listen 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .ok_or_else(|| anyhow!("no listen port in the nginx config"))?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        if Instant::now() > until {
+            bail!(
+                "nginx ({name}) did not start; see {}",
+                prefix.join("error.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(proc_)
 }
 
 fn ladder(
