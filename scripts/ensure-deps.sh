@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs, only when they are missing, and checks
 # what glommio needs from the host (io_uring, locked memory). Safe to run repeatedly.
+#   scripts/ensure-deps.sh           what the build and the tests need
+#   scripts/ensure-deps.sh --bench   also nginx, the baseline bench/e2e measures beside the engine
 set -euo pipefail
 
 packages=(gcc g++ make pkg-config libclang-dev ccache)
+if [ "${1:-}" = "--bench" ] && ! command -v nginx >/dev/null 2>&1; then
+  packages+=(nginx-light)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -22,8 +27,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo="sudo"
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # bench/e2e starts its own nginx processes; keep the package from starting a system
+  # service on port 80 (policy-rc.d answering 101 is Debian's "do not start services").
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+  fi
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$policy" ]; then $sudo rm -f "$policy"; fi
 fi
 
 # glommio: io_uring must be enabled and each executor locks a little memory.
