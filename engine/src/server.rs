@@ -192,11 +192,10 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body
             if let Some(r) = only_get(method) {
                 return (Route::Quotes, r);
             }
-            if let Err(r) = admit(core, &req) {
-                return (Route::Quotes, *r);
-            }
-            core.in_flight.set(core.in_flight.get() + 1);
-            let _in_flight = InFlight(core);
+            let _admitted = match admit(core, &req) {
+                Ok(a) => a,
+                Err(r) => return (Route::Quotes, *r),
+            };
             (Route::Quotes, quote(core, req.uri().query()).await)
         }
         "/v1/purchases" => {
@@ -206,12 +205,10 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return (Route::Purchases, r);
             }
-            let customer = match admit(core, &req) {
-                Ok(c) => c,
+            let (customer, _in_flight) = match admit(core, &req) {
+                Ok(a) => a,
                 Err(r) => return (Route::Purchases, *r),
             };
-            core.in_flight.set(core.in_flight.get() + 1);
-            let _in_flight = InFlight(core);
             (
                 Route::Purchases,
                 crate::purchase::post(core, req, customer).await,
@@ -221,8 +218,8 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body
             if let Some(r) = only_get(method) {
                 return (Route::PurchaseGet, r);
             }
-            let customer = match admit(core, &req) {
-                Ok(c) => c,
+            let (customer, _in_flight) = match admit(core, &req) {
+                Ok(a) => a,
                 Err(r) => return (Route::PurchaseGet, *r),
             };
             let id = p.trim_start_matches("/v1/purchases/").to_string();
@@ -235,9 +232,12 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body
     }
 }
 
-/// Load shedding and authentication for a `/v1` route: the customer, or the answer
-/// that refuses the request.
-fn admit(core: &Core, req: &Request<Incoming>) -> Result<CustomerId, Box<Response<Body>>> {
+/// Load shedding and authentication for a `/v1` route: the customer and the guard that
+/// counts the request in flight until it is dropped, or the answer that refuses it.
+fn admit<'a>(
+    core: &'a Core,
+    req: &Request<Incoming>,
+) -> Result<(CustomerId, InFlight<'a>), Box<Response<Body>>> {
     if core.in_flight.get() >= core.shared.config.server.max_in_flight_per_core {
         // Saturated: a fast 503 lets the client or the load balancer go elsewhere,
         // where queueing would only make every request late.
@@ -257,6 +257,10 @@ fn admit(core: &Core, req: &Request<Incoming>) -> Result<CustomerId, Box<Respons
                 .get(header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
         )
+        .map(|customer| {
+            core.in_flight.set(core.in_flight.get() + 1);
+            (customer, InFlight(core))
+        })
         .map_err(|e| {
             tracing::debug!(reason = %e, "rejected a request without a valid API key");
             Box::new(problem(&ApiProblem::unauthorized()))
