@@ -109,9 +109,10 @@ impl Default for QuotesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HedgingConfig {
-    /// Whether slow quote requests are hedged.
+    /// Whether slow quote requests are hedged. Retries of failed quote requests do not
+    /// depend on it: they only need `budget`.
     pub enabled: bool,
-    /// Hedges and retries allowed per primary request.
+    /// Hedges and retries allowed per primary request; 0 turns both off.
     pub budget: f64,
     /// Hedges allowed per second per seller per core on top of `budget`, so a quiet
     /// engine can still hedge.

@@ -243,9 +243,13 @@ async fn ask(
             }
         };
     }
+    if let Some(hedge) = &seller.hedge {
+        // Every primary earns its share of hedges and retries, hedged or not.
+        hedge.borrow_mut().budget.deposit(now);
+    }
     let (mut outcome, hedged) = match &seller.hedge {
-        Some(hedge) => hedged_quote(core, seller, hedge, query, budget).await,
-        None => (seller.quote(query, budget, 0).await, false),
+        Some(hedge) if seller.hedging => hedged_quote(core, seller, hedge, query, budget).await,
+        _ => (seller.quote(query, budget, 0).await, false),
     };
     if let (Err(e), Some(hedge)) = (&outcome, &seller.hedge) {
         if e.is_retryable() {
@@ -331,12 +335,7 @@ async fn hedged_quote(
     budget: Duration,
 ) -> (Result<Vec<SellerOffer>, SellerError>, bool) {
     let metrics = &core.shared.metrics;
-    let delay = {
-        let now = Instant::now();
-        let mut h = hedge.borrow_mut();
-        h.budget.deposit(now);
-        h.hedge_delay(now)
-    };
+    let delay = hedge.borrow_mut().hedge_delay(Instant::now());
     let primary = seller.quote(query, budget, 0);
     let Some(delay) = delay.filter(|d| *d < budget) else {
         return (primary.await, false);

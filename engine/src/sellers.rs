@@ -114,8 +114,12 @@ pub struct SellerClient {
     pub timeout: Duration,
     /// Circuit breaker and `Retry-After` back-off.
     pub breaker: RefCell<Breaker>,
-    /// Hedging state (latency window and budget); `None` when hedging is off.
+    /// The latency window and the token budget that hedges and retries draw on; `None`
+    /// when `hedging.budget` is 0 (then there are neither hedges nor retries).
     pub hedge: Option<RefCell<HedgeState>>,
+    /// Whether slow quote requests are hedged (`hedging.enabled`). Retries of failed
+    /// requests do not depend on it, only on the budget.
+    pub hedging: bool,
     protocol: Protocol,
     transport: Transport,
 }
@@ -153,7 +157,7 @@ impl SellerClient {
         };
         let currency = Currency::parse(&cfg.currency)
             .map_err(|e| NetError::BadEndpoint(format!("seller {}: {e}", cfg.name)))?;
-        let hedge = if hedging.enabled && hedging.budget > 0.0 {
+        let hedge = if hedging.budget > 0.0 {
             let state = HedgeState::new(
                 hedging.budget,
                 hedging.floor_per_sec,
@@ -167,6 +171,7 @@ impl SellerClient {
         Ok(SellerClient {
             breaker: RefCell::new(Breaker::default()),
             hedge,
+            hedging: hedging.enabled,
             index,
             name: Rc::from(cfg.name.as_str()),
             currency,

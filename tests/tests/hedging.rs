@@ -81,3 +81,27 @@ fn with_hedging_off_every_quote_is_one_upstream_request() {
     assert_eq!(received + refused, (CLIENTS * PER_CLIENT) as u64);
     assert_eq!(counter(&engine, "bookbroker_hedges_sent_total"), 0);
 }
+
+#[test]
+fn with_hedging_off_failures_are_still_retried_within_the_budget() {
+    let sim = Sim::start("errors_a_tenth.toml");
+    let cores = 2;
+    let config = sim.config_with(|text| {
+        format!("{text}\n[hedging]\nenabled = false\nbudget = 0.05\nfloor_per_sec = 1.0\n")
+    });
+    let engine = Engine::start(&config, cores);
+    let secs = load(&engine, &sim.isbns);
+    let primaries = (CLIENTS * PER_CLIENT) as f64;
+    let received = quotes_received(&sim) as f64;
+    let retries = counter(&engine, "bookbroker_seller_retries_total");
+    let refused = counter(&engine, "bookbroker_breaker_refusals_total") as f64;
+    eprintln!("primaries {primaries}, received {received}, retries {retries}, refused {refused}, {secs:.2} s");
+    assert_eq!(counter(&engine, "bookbroker_hedges_sent_total"), 0);
+    assert!(retries > 0, "failed quotes were retried with hedging off");
+    assert_eq!(received + refused, primaries + retries as f64);
+    let allowance = 0.05 * primaries + cores as f64 * (1.0 * secs.ceil() + 10.0);
+    assert!(
+        retries as f64 <= allowance,
+        "{retries} retries for {primaries} primaries in {secs:.1} s (allowance {allowance:.0})"
+    );
+}
