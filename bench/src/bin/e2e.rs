@@ -10,8 +10,9 @@
 //!    sellersim and loadgen on CPU 1, at rates below saturation; CPU is user + system
 //!    time from `/proc/PID/stat` over the measured window, divided by answers. Beside
 //!    each rate, if nginx is installed, the same number of HTTP exchanges per second
-//!    through an nginx proxy pinned the same way: the baseline the CPU target is set
-//!    against, measured in the same conditions.
+//!    through an nginx proxy pinned the same way (the baseline the CPU target is set
+//!    against, measured in the same conditions), and the same quotes through the
+//!    idiomatic tokio + axum + reqwest aggregator in `bench/baseline-tokio`.
 //! 2. the highest quote rate with p99 < 50 ms, cache off, engine on both cores (sharing
 //!    them with sellersim and loadgen, as the target says).
 //! 3. the same with the cache on and Zipf popularity, plus a 30 s run at 10,000/s.
@@ -436,6 +437,7 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
     let engine = start_engine(ctx, &sim, "", 1, "0")?;
     let pid = engine.proc_.0.id();
     let nginx = NginxProxy::start(ctx)?;
+    let tokio = start_tokio_baseline(ctx, &sim)?;
     let mut rows = Vec::new();
     for rate in [1000u64, 2000, 3000] {
         let load = Load {
@@ -483,6 +485,24 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
             }
             None => None,
         };
+        // The same quotes through the idiomatic tokio + axum + reqwest aggregator.
+        let tokio_us = match &tokio {
+            Some((p, url)) => {
+                let t = run_loadgen(
+                    ctx,
+                    &format!("cpu-tokio-{rate}"),
+                    url,
+                    Some(&sim.isbns),
+                    &load,
+                    "1",
+                    &[p.0.id()],
+                    || Ok(0),
+                )?;
+                let answered = f(&t.report, &["responses"]).max(1.0);
+                Some(t.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / answered)
+            }
+            None => None,
+        };
         rows.push(Row {
             cells: vec![
                 rate.to_string(),
@@ -493,6 +513,8 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
                 format!("{:.2}", m.upstream as f64 / answers),
                 baseline.map_or("n/a".into(), |b| format!("{b:.1}")),
                 baseline.map_or("n/a".into(), |b| format!("{:.2}x", cpu_us / b)),
+                tokio_us.map_or("n/a".into(), |t| format!("{t:.1}")),
+                tokio_us.map_or("n/a".into(), |t| format!("{:.2}x", t / cpu_us)),
             ],
         });
     }
@@ -507,6 +529,8 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
             "upstream requests per quote",
             "nginx: CPU µs per 6 exchanges at the same exchange rate",
             "engine / nginx",
+            "tokio + axum + reqwest: CPU µs per quote",
+            "tokio / engine",
         ],
         &rows,
     ));
@@ -515,12 +539,48 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
          nginx worker (`master_process off`) on the engine's CPU proxying, over keep-alive, \
          to a second nginx on the sellers' CPU, driven by the same loadgen at three times \
          the quote rate: the same HTTP exchanges per second (a quote is six, a proxied \
-         request two).\n\n",
+         request two). The tokio baseline (`bench/baseline-tokio`: tokio with one worker, \
+         axum, one reqwest client, the same protocol codecs) runs pinned like the engine and \
+         answers the same quotes from the same sellers.\n\n",
     );
     if nginx.is_none() {
-        report.push_str("(nginx was not found, so the baseline columns are empty.)\n\n");
+        report.push_str("(nginx was not found, so its columns are empty.)\n\n");
+    }
+    if tokio.is_none() {
+        report.push_str("(bench/baseline-tokio is not built, so its columns are empty.)\n\n");
     }
     Ok(())
+}
+
+/// Starts the tokio baseline (built by `bench/e2e` into its own target directory) on
+/// CPU 0 with one worker, on the sellers of `sim`; `None` if it is not built.
+fn start_tokio_baseline(ctx: &Ctx, sim: &Sim) -> Result<Option<(Proc, String)>> {
+    let bin = ctx
+        .root
+        .join("bench/baseline-tokio/target/release/baseline-tokio");
+    if !bin.exists() {
+        return Ok(None);
+    }
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(&sim.config)
+        .args(["--listen", &addr, "--workers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start baseline-tokio")?;
+    let proc_ = Proc(child);
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if Instant::now() > until {
+            bail!("baseline-tokio did not start listening");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Some((proc_, format!("http://{addr}"))))
 }
 
 /// Two nginx processes, each one worker with `master_process off` so its pid is the
