@@ -147,14 +147,20 @@ fn start_engine(ctx: &Ctx, sim: &Sim, extra: &str, cores: usize, cpus: &str) -> 
         addr,
         _data: data,
     };
-    let until = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&engine.addr).is_err() {
+    wait_listening(&engine.addr, Duration::from_secs(30), "the engine")?;
+    Ok(engine)
+}
+
+/// Waits until `addr` accepts connections, or fails naming `what` after `limit`.
+fn wait_listening(addr: &str, limit: Duration, what: &str) -> Result<()> {
+    let until = Instant::now() + limit;
+    while std::net::TcpStream::connect(addr).is_err() {
         if Instant::now() > until {
-            bail!("the engine did not start listening");
+            bail!("{what} did not start listening on {addr}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(engine)
+    Ok(())
 }
 
 /// Replaces keys inside sections of an emitted config. `extra` is TOML lines of the
@@ -231,6 +237,18 @@ struct Measured {
     upstream: u64,
     /// Rescheduling interrupts each CPU took in the measured window.
     resched: Vec<u64>,
+}
+
+impl Measured {
+    /// Answers in the measured window (at least 1, to divide by).
+    fn answers(&self) -> f64 {
+        f(&self.report, &["responses"]).max(1.0)
+    }
+
+    /// CPU µs of the first watched process per answer.
+    fn cpu_us_per_answer(&self) -> f64 {
+        self.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / self.answers()
+    }
 }
 
 /// Runs loadgen against the engine; CPU and upstream counts are taken from the end of the
@@ -436,7 +454,7 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
     let sim = start_sim(ctx, scenario, "1")?;
     let engine = start_engine(ctx, &sim, "", 1, "0")?;
     let pid = engine.proc_.0.id();
-    let nginx = NginxProxy::start(ctx)?;
+    let nginx = NginxProxy::start()?;
     let tokio = start_tokio_baseline(ctx, &sim)?;
     let mut rows = Vec::new();
     for rate in [1000u64, 2000, 3000] {
@@ -459,8 +477,8 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
             &[pid],
         )?;
         let r = &m.report;
-        let answers = f(r, &["responses"]).max(1.0);
-        let cpu_us = m.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / answers;
+        let answers = m.answers();
+        let cpu_us = m.cpu_us_per_answer();
         let ipis = m.resched.first().copied().unwrap_or(0) as f64 / answers;
         // The same number of HTTP exchanges per second through nginx: a quote is six
         // exchanges, a proxied request two, so three proxied requests per quote.
@@ -480,8 +498,7 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
                     &[n.front.0.id()],
                     || Ok(0),
                 )?;
-                let proxied = f(&b.report, &["responses"]).max(1.0);
-                Some(b.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / proxied * 3.0)
+                Some(b.cpu_us_per_answer() * 3.0)
             }
             None => None,
         };
@@ -498,8 +515,7 @@ fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
                     &[p.0.id()],
                     || Ok(0),
                 )?;
-                let answered = f(&t.report, &["responses"]).max(1.0);
-                Some(t.cpu.first().copied().unwrap_or(f64::NAN) * 1e6 / answered)
+                Some(t.cpu_us_per_answer())
             }
             None => None,
         };
@@ -573,13 +589,7 @@ fn start_tokio_baseline(ctx: &Ctx, sim: &Sim) -> Result<Option<(Proc, String)>> 
         .spawn()
         .context("cannot start baseline-tokio")?;
     let proc_ = Proc(child);
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        if Instant::now() > until {
-            bail!("baseline-tokio did not start listening");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&addr, Duration::from_secs(10), "baseline-tokio")?;
     Ok(Some((proc_, format!("http://{addr}"))))
 }
 
@@ -596,7 +606,7 @@ struct NginxProxy {
 
 impl NginxProxy {
     /// Starts both, or `None` if nginx is not installed.
-    fn start(_ctx: &Ctx) -> Result<Option<NginxProxy>> {
+    fn start() -> Result<Option<NginxProxy>> {
         if Command::new("nginx").arg("-v").output().is_err() {
             return Ok(None);
         }
@@ -607,6 +617,7 @@ impl NginxProxy {
         let back = start_nginx(
             dir.path(),
             "back",
+            back_port,
             &format!(
                 "server {{ listen 127.0.0.1:{back_port}; default_type application/json; \
                  location / {{ return 200 '{body}'; }} }}"
@@ -616,6 +627,7 @@ impl NginxProxy {
         let front = start_nginx(
             dir.path(),
             "front",
+            front_port,
             &format!(
                 "upstream back {{ server 127.0.0.1:{back_port}; keepalive 64; }} \
                  server {{ listen 127.0.0.1:{front_port}; location / {{ proxy_pass http://back; \
@@ -632,7 +644,8 @@ impl NginxProxy {
     }
 }
 
-fn start_nginx(dir: &Path, name: &str, http: &str, cpus: &str) -> Result<Proc> {
+/// Starts one nginx with `http` as its http block's body, which listens on `port`.
+fn start_nginx(dir: &Path, name: &str, port: u16, http: &str, cpus: &str) -> Result<Proc> {
     let prefix = dir.join(name);
     std::fs::create_dir_all(&prefix)?;
     let conf = prefix.join("nginx.conf");
@@ -658,21 +671,12 @@ fn start_nginx(dir: &Path, name: &str, http: &str, cpus: &str) -> Result<Proc> {
         .spawn()
         .context("cannot start nginx")?;
     let proc_ = Proc(child);
-    let port = http
-        .split("listen 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .ok_or_else(|| anyhow!("no listen port in the nginx config"))?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
-        if Instant::now() > until {
-            bail!(
-                "nginx ({name}) did not start; see {}",
-                prefix.join("error.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = prefix.join("error.log");
+    wait_listening(
+        &format!("127.0.0.1:{port}"),
+        Duration::from_secs(10),
+        &format!("nginx ({name}; see {})", log.display()),
+    )?;
     Ok(proc_)
 }
 
