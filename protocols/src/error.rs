@@ -25,15 +25,37 @@ pub enum DecodeError {
     /// The bytes do not form a valid answer.
     #[error("malformed upstream answer: {0}")]
     Malformed(String),
+    /// The peer is still working on an earlier request with the same idempotency key
+    /// (`409 idempotency_key_in_use`, `<status>inProgress</status>`). The outcome of that
+    /// request is unknown, not refused: ask again later with the same key.
+    #[error(
+        "upstream is still working on this idempotency key (retry after {retry_after_ms:?} ms)"
+    )]
+    InProgress {
+        /// How long the peer asked us to wait, when it said.
+        retry_after_ms: Option<u64>,
+    },
+    /// The peer says it placed order `order_id` but the total it confirmed cannot be read
+    /// (unparseable, unknown currency). The order exists: it must be undone, and the
+    /// total must never be taken as a price.
+    #[error("order {order_id} confirmed with an unreadable total: {reason}")]
+    Unconfirmed {
+        /// The seller's order id.
+        order_id: String,
+        /// What is wrong with the total.
+        reason: String,
+    },
 }
 
 impl DecodeError {
     /// Whether repeating the same request later might succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            DecodeError::Busy { .. } => true,
+            DecodeError::Busy { .. } | DecodeError::InProgress { .. } => true,
             DecodeError::Status(s) => *s >= 500,
-            DecodeError::Remote { .. } | DecodeError::Malformed(_) => false,
+            DecodeError::Remote { .. }
+            | DecodeError::Malformed(_)
+            | DecodeError::Unconfirmed { .. } => false,
         }
     }
 }

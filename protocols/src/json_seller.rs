@@ -8,10 +8,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
+use crate::http::retry_after_ms;
 use crate::http::{encode_path_segment, encode_query_value, HttpRequest, Reply};
 use crate::isbn::Isbn;
 use crate::offer::{CancelOutcome, Condition, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer};
-use crate::wire::{decode_json, json_body, shorten, unexpected_status, WireAmount, WireError};
+use crate::wire::{
+    decode_json, json_body, shorten, unexpected_status, WireAmount, WireError, KEY_IN_USE,
+};
 
 /// `GET /v1/offers?isbn=…` or `?q=<title>`.
 pub fn encode_quote(query: &QuoteQuery) -> HttpRequest {
@@ -152,13 +155,31 @@ struct WireOrderConflict {
     total: Option<WireAmount>,
 }
 
+/// Just the order id of a confirmation, read first so that a confirmation whose total
+/// cannot be read still names the order that must be undone.
+#[derive(Deserialize)]
+struct WireOrderId {
+    order_id: String,
+}
+
 /// Decodes `201 {"order_id", "total"}`, `409 {"error":"sold_out"}`,
-/// `409 {"error":"price_changed","total":{…}}`.
+/// `409 {"error":"price_changed","total":{…}}`, and `409
+/// {"error":"idempotency_key_in_use"}` ([`DecodeError::InProgress`]). A confirmation
+/// with an order id but an unreadable total is [`DecodeError::Unconfirmed`].
 pub fn decode_order(reply: Reply<'_>) -> Result<OrderOutcome, DecodeError> {
     match reply.status {
         200 | 201 => {
-            let wire: WireOrdered = decode_json(reply.body)?;
-            let total = wire.total.to_money().map_err(DecodeError::Malformed)?;
+            let id: WireOrderId = decode_json(reply.body)?;
+            if id.order_id.is_empty() {
+                return Err(DecodeError::Malformed("empty order_id".to_string()));
+            }
+            let unconfirmed = |reason: String| DecodeError::Unconfirmed {
+                order_id: id.order_id.clone(),
+                reason,
+            };
+            let wire: WireOrdered =
+                decode_json(reply.body).map_err(|e| unconfirmed(e.to_string()))?;
+            let total = wire.total.to_money().map_err(unconfirmed)?;
             Ok(OrderOutcome::Ordered {
                 order_id: wire.order_id,
                 total,
@@ -167,6 +188,9 @@ pub fn decode_order(reply: Reply<'_>) -> Result<OrderOutcome, DecodeError> {
         409 => {
             let wire: WireOrderConflict = decode_json(reply.body)?;
             match wire.error.as_str() {
+                KEY_IN_USE => Err(DecodeError::InProgress {
+                    retry_after_ms: retry_after_ms(reply.retry_after),
+                }),
                 "sold_out" => Ok(OrderOutcome::SoldOut),
                 "price_changed" => {
                     let total = wire

@@ -7,9 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
+use crate::http::retry_after_ms;
 use crate::http::{encode_path_segment, HttpRequest, Reply};
 use crate::money::{Currency, Money};
-use crate::wire::{decode_json, json_body, shorten, unexpected_status, WireError};
+use crate::wire::{decode_json, json_body, shorten, unexpected_status, WireError, KEY_IN_USE};
 
 /// `POST /v1/authorizations` body. Its `Debug` output hides the payment token.
 #[derive(Clone, PartialEq, Eq)]
@@ -129,8 +130,22 @@ fn error_of(body: &[u8], fallback: &str) -> String {
         .unwrap_or_else(|_| fallback.to_string())
 }
 
-/// Decodes `201` or `402`; 429/503 are busy, other statuses [`DecodeError::Status`].
+/// `409 {"error": "idempotency_key_in_use"}`: the provider still works on the first
+/// request with this key, so its outcome is unknown.
+fn in_progress(reply: &Reply<'_>) -> Option<DecodeError> {
+    (reply.status == 409 && error_of(reply.body, "") == KEY_IN_USE).then(|| {
+        DecodeError::InProgress {
+            retry_after_ms: retry_after_ms(reply.retry_after),
+        }
+    })
+}
+
+/// Decodes `201` or `402`; 429/503 are busy, `409 idempotency_key_in_use` is
+/// [`DecodeError::InProgress`], other statuses [`DecodeError::Status`].
 pub fn decode_authorize(reply: Reply<'_>) -> Result<AuthorizeOutcome, DecodeError> {
+    if let Some(e) = in_progress(&reply) {
+        return Err(e);
+    }
     match reply.status {
         200 | 201 => {
             let wire: WireAuthorized = decode_json(reply.body)?;
@@ -188,8 +203,12 @@ pub fn encode_refund(charge_id: &str, idempotency_key: &str) -> HttpRequest {
     )
 }
 
-/// Decodes the answer to a capture, void or refund (`200` or `409`).
+/// Decodes the answer to a capture, void or refund (`200` or `409`). A 409 that says the
+/// key is still in use is not a refusal: it is [`DecodeError::InProgress`].
 pub fn decode_settle(reply: Reply<'_>) -> Result<SettleOutcome, DecodeError> {
+    if let Some(e) = in_progress(&reply) {
+        return Err(e);
+    }
     match reply.status {
         200 | 201 => {
             let wire: WireSettled = decode_json(reply.body)?;

@@ -79,6 +79,10 @@ pub(crate) fn unexpected_status(reply: &Reply<'_>) -> DecodeError {
     }
 }
 
+/// The error code partners answer, with 409, to a repeat of an idempotency key whose
+/// first request is still running (Stripe's wording; json sellers use it too).
+pub(crate) const KEY_IN_USE: &str = "idempotency_key_in_use";
+
 /// `{"value": "39.99", "currency": "USD"}` as it travels.
 #[derive(Debug, Deserialize, Serialize)]
 pub(crate) struct WireAmount {

@@ -154,7 +154,9 @@ pub fn encode_order(order: &OrderRequest) -> HttpRequest {
     }
 }
 
-/// Decodes `<orderResult>` with status `ok`, `soldOut` or `priceChanged`.
+/// Decodes `<orderResult>` with status `ok`, `soldOut` or `priceChanged`; `inProgress`
+/// (the seller still works on this `requestId`) is [`DecodeError::InProgress`], and an
+/// `ok` with an order id but an unreadable total is [`DecodeError::Unconfirmed`].
 pub fn decode_order(reply: Reply<'_>) -> Result<OrderOutcome, DecodeError> {
     if reply.status != 200 && reply.status != 201 {
         return Err(unexpected_status(&reply));
@@ -169,9 +171,16 @@ pub fn decode_order(reply: Reply<'_>) -> Result<OrderOutcome, DecodeError> {
         if order_id.is_empty() {
             return Err(malformed("empty <orderId>"));
         }
-        Ok(OrderOutcome::Ordered {
-            order_id,
-            total: total()?,
+        match total() {
+            Ok(total) => Ok(OrderOutcome::Ordered { order_id, total }),
+            Err(e) => Err(DecodeError::Unconfirmed {
+                order_id,
+                reason: e.to_string(),
+            }),
+        }
+    } else if status.eq_ignore_ascii_case("inProgress") {
+        Err(DecodeError::InProgress {
+            retry_after_ms: crate::http::retry_after_ms(reply.retry_after),
         })
     } else if status.eq_ignore_ascii_case("soldOut") {
         Ok(OrderOutcome::SoldOut)

@@ -490,3 +490,62 @@ fn line_responses_interleaved_in_any_chunking() {
         );
     }
 }
+
+/// Partners answer a repeat of a key whose first request still runs with "in use": an
+/// unknown outcome, never a refusal (a refusal would make the engine move on while the
+/// first request may still succeed).
+#[test]
+fn keys_in_progress_are_unknown_not_refused() {
+    let fx = RawResponse::fixture;
+    let in_progress = |e: DecodeError| matches!(e, DecodeError::InProgress { .. });
+    assert_eq!(
+        json_seller::decode_order(fx("json_order_key_in_use.http").reply()).unwrap_err(),
+        DecodeError::InProgress {
+            retry_after_ms: Some(1000)
+        }
+    );
+    assert!(in_progress(
+        xml_seller::decode_order(fx("xml_order_in_progress.http").reply()).unwrap_err()
+    ));
+    let payment = fx("payment_key_in_use.http");
+    assert!(in_progress(
+        payment::decode_authorize(payment.reply()).unwrap_err()
+    ));
+    let settle = payment::decode_settle(payment.reply()).unwrap_err();
+    assert!(in_progress(settle.clone()), "{settle:?}");
+    assert!(settle.is_retryable());
+}
+
+/// A confirmation names an order even when its total is nonsense: the order id must come
+/// through so the order can be cancelled; the total must not become a price.
+#[test]
+fn confirmations_that_make_no_sense() {
+    let fx = RawResponse::fixture;
+    assert_eq!(
+        json_seller::decode_order(fx("json_order_unknown_currency.http").reply()).unwrap_err(),
+        DecodeError::Unconfirmed {
+            order_id: "so-77".into(),
+            reason: "unknown currency \"XBT\"".into()
+        }
+    );
+    // A negative total reads fine; judging it is the engine's business.
+    assert_eq!(
+        json_seller::decode_order(fx("json_order_negative_total.http").reply()).unwrap(),
+        OrderOutcome::Ordered {
+            order_id: "so-78".into(),
+            total: Money::new(-2512, Currency::USD)
+        }
+    );
+    // The total's own currency wins over the seller's.
+    assert_eq!(
+        xml_seller::decode_order(fx("xml_order_total_in_usd.http").reply()).unwrap(),
+        OrderOutcome::Ordered {
+            order_id: "x-9".into(),
+            total: Money::new(1891, Currency::USD)
+        }
+    );
+    match xml_seller::decode_order(fx("xml_order_unreadable_total.http").reply()) {
+        Err(DecodeError::Unconfirmed { order_id, .. }) => assert_eq!(order_id, "x-10"),
+        other => panic!("expected Unconfirmed, got {other:?}"),
+    }
+}
