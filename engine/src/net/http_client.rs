@@ -1,10 +1,20 @@
 //! One seller's HTTP(S) connections on one core.
 //!
 //! Connections are hyper HTTP/1.1 client connections over glommio sockets, kept alive
-//! and reused through an idle list per endpoint. Each exchange runs in a task of its own,
-//! so a caller that stops waiting (its deadline fired) does not tear the connection down:
-//! the task reads the answer to the end and puts the connection back. Only an exchange
-//! that outlives [`HARD_CAP`] is abandoned with its connection.
+//! and reused through an idle list per endpoint. Two ways to use them:
+//!
+//! * [`HttpPool::send`] (quotes): each exchange runs in a task of its own, so a caller that
+//!   stops waiting (its deadline fired) does not tear the connection down: the task reads
+//!   the answer to the end and puts the connection back. Only an exchange that outlives
+//!   [`HARD_CAP`] is abandoned with its connection.
+//! * [`HttpPool::call`] (orders, payments): the exchange runs in the caller, and when its
+//!   timeout fires the connection is closed at once. A purchase step repeats a call with
+//!   the same idempotency key after a timeout; closing first means our earlier exchange
+//!   for that key is over before the repeat starts (the partner may still be working on
+//!   it, and will say so).
+//!
+//! A connection's driver task is owned by its [`Conn`]: dropping the connection, idle or
+//! mid-exchange, cancels the driver and closes the socket.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -58,7 +68,14 @@ struct Target {
     addr: SocketAddr,
     authority: HeaderValue,
     server_name: Option<rustls_pki_types::ServerName<'static>>,
-    idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
+    idle: RefCell<Vec<Conn>>,
+}
+
+/// One connection: the handle requests go through and the task that drives the socket.
+/// Dropping it cancels the task, which closes the socket.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    _driver: glommio::Task<()>,
 }
 
 struct Inner {
@@ -181,6 +198,22 @@ impl HttpPool {
             Either::Right(_) => Err(NetError::Timeout),
         }
     }
+
+    /// Sends `req` to the first endpoint and reads the whole answer in the caller's task.
+    /// When `timeout` fires (or the caller drops this future) the exchange ends there:
+    /// its connection is closed, never reused, so nothing of ours is still in flight.
+    pub async fn call(&self, req: &HttpRequest, timeout: Duration) -> Result<OwnedReply, NetError> {
+        let inner = &self.inner;
+        if inner.in_flight.get() >= inner.max_in_flight {
+            return Err(NetError::Overloaded);
+        }
+        let request = build_request(req, inner, 0)?;
+        inner.in_flight.set(inner.in_flight.get() + 1);
+        let _guard = InFlight(Rc::clone(inner));
+        with_timeout(timeout, exchange(inner, 0, request, timeout))
+            .await
+            .unwrap_or(Err(NetError::Timeout))
+    }
 }
 
 fn build_request(
@@ -219,18 +252,18 @@ async fn exchange(
         .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
     loop {
         let reused = target.idle.borrow_mut().pop();
-        let (mut sender, was_idle) = match reused {
-            Some(s) if !s.is_closed() => (s, true),
+        let (mut conn, was_idle) = match reused {
+            Some(c) if !c.sender.is_closed() => (c, true),
             Some(_) => continue,
             None => (connect(inner, target, connect_timeout).await?, false),
         };
-        if sender.ready().await.is_err() {
+        if conn.sender.ready().await.is_err() {
             if was_idle {
                 continue;
             }
             return Err(NetError::Closed);
         }
-        match sender.try_send_request(request).await {
+        match conn.sender.try_send_request(request).await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
@@ -244,8 +277,8 @@ async fn exchange(
                     .map_err(|e| NetError::Protocol(format!("reading the answer: {e}")))?
                     .to_bytes();
                 let mut idle = target.idle.borrow_mut();
-                if !sender.is_closed() && idle.len() < MAX_IDLE {
-                    idle.push(sender);
+                if !conn.sender.is_closed() && idle.len() < MAX_IDLE {
+                    idle.push(conn);
                 }
                 return Ok(OwnedReply {
                     status,
@@ -268,11 +301,7 @@ async fn exchange(
     }
 }
 
-async fn connect(
-    inner: &Rc<Inner>,
-    target: &Target,
-    timeout: Duration,
-) -> Result<SendRequest<Full<Bytes>>, NetError> {
+async fn connect(inner: &Rc<Inner>, target: &Target, timeout: Duration) -> Result<Conn, NetError> {
     let connect_err = |source: std::io::Error| NetError::Connect {
         endpoint: target.endpoint.to_string(),
         source,
@@ -295,17 +324,19 @@ async fn connect(
 }
 
 /// Starts HTTP/1.1 on a connected stream; the connection is driven by a task of its own
-/// until every `SendRequest` for it is gone or the peer closes.
-async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, NetError>
+/// until the peer closes or the returned [`Conn`] is dropped.
+async fn handshake<S>(stream: S) -> Result<Conn, NetError>
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
         .await
         .map_err(|e| NetError::Protocol(e.to_string()))?;
-    glommio::spawn_local(async move {
+    let driver = glommio::spawn_local(async move {
         let _ = conn.await;
+    });
+    Ok(Conn {
+        sender,
+        _driver: driver,
     })
-    .detach();
-    Ok(sender)
 }

@@ -35,9 +35,33 @@ struct Conn {
     writer: RefCell<Option<Waker>>,
     waiters: RefCell<HashMap<u64, Waiter>>,
     dead: Cell<bool>,
+    /// Set by [`Conn::close`]; the connection's task then ends and drops the socket.
+    closing: Cell<bool>,
+    closer: RefCell<Option<Waker>>,
+}
+
+/// What a timed-out [`LinePool::call`] does with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Forget the request; a late answer is dropped. Right for quotes, whose repeats
+    /// are harmless.
+    Forget,
+    /// Close the connection, failing the other requests on it. Right for an order: the
+    /// repeat with the same key must not start while our first request is still on a
+    /// live connection.
+    Close,
 }
 
 impl Conn {
+    /// Ends the connection: its task stops and the socket is closed.
+    fn close(&self) {
+        self.closing.set(true);
+        self.dead.set(true);
+        if let Some(w) = self.closer.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
     fn fail_all(&self, why: &NetError) {
         self.dead.set(true);
         let waiters: Vec<Waiter> = self.waiters.borrow_mut().drain().map(|(_, w)| w).collect();
@@ -158,12 +182,14 @@ impl LinePool {
     }
 
     /// Sends the request `make(tag)` on a connection to endpoint `attempt % n` and
-    /// collects its answer lines up to the final one, giving up after `timeout`.
+    /// collects its answer lines up to the final one, giving up after `timeout` (and
+    /// then doing what `on_timeout` says).
     pub async fn call(
         &self,
         make: impl FnOnce(String) -> Request,
         timeout: Duration,
         attempt: u32,
+        on_timeout: OnTimeout,
     ) -> Result<Vec<Response>, NetError> {
         let inner = &*self.inner;
         if inner.in_flight.get() >= inner.max_in_flight {
@@ -193,6 +219,9 @@ impl LinePool {
             Either::Right(_) => {
                 // Late lines for this tag will find no waiter and be dropped.
                 conn.waiters.borrow_mut().remove(&tag);
+                if on_timeout == OnTimeout::Close {
+                    conn.close();
+                }
                 Err(NetError::Timeout)
             }
         }
@@ -216,6 +245,8 @@ impl LinePool {
             writer: RefCell::new(None),
             waiters: RefCell::new(HashMap::new()),
             dead: Cell::new(false),
+            closing: Cell::new(false),
+            closer: RefCell::new(None),
         });
         if let Some(slot) = slots.get_mut(index) {
             *slot = Some(Rc::clone(&conn));
@@ -296,9 +327,19 @@ async fn run(
             }
         }
     };
+    let closed = std::future::poll_fn(|cx| {
+        if conn.closing.get() {
+            Poll::Ready(NetError::Closed)
+        } else {
+            *conn.closer.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    });
     let write_loop = std::pin::pin!(write_loop);
     let read_loop = std::pin::pin!(read_loop);
-    match select(write_loop, read_loop).await {
-        Either::Left((why, _)) | Either::Right((why, _)) => why,
+    let io = select(write_loop, read_loop);
+    match select(io, std::pin::pin!(closed)).await {
+        Either::Left((Either::Left((why, _)) | Either::Right((why, _)), _)) => why,
+        Either::Right((why, _)) => why,
     }
 }

@@ -16,7 +16,7 @@ pub use endpoint::{Endpoint, Scheme};
 pub use error::NetError;
 pub use http_client::{HttpPool, OwnedReply};
 pub use io::HyperIo;
-pub use line_client::LinePool;
+pub use line_client::{LinePool, OnTimeout};
 pub use timer::{sleep, CoreTimer};
 pub use tls::client_config;
 
