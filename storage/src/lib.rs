@@ -328,6 +328,18 @@ impl Batch {
         Ok(())
     }
 
+    /// Removes a purchase that never started: its record, its first journal entry, its
+    /// place among the unfinished, and its idempotency key, so the key is free again.
+    /// For an intent that could not be made durable (nothing was sent to any partner).
+    pub fn forget_intent(&mut self, id: &str, customer: &str, key: &str) {
+        self.ops
+            .push(Op::Delete(CF_PURCHASES, id.as_bytes().to_vec()));
+        self.ops.push(Op::Delete(CF_OPEN, id.as_bytes().to_vec()));
+        self.ops.push(Op::Delete(CF_JOURNAL, journal_key(id, 0)));
+        self.ops
+            .push(Op::Delete(CF_IDEMPOTENCY, idempotency_key(customer, key)));
+    }
+
     /// Whether the batch holds no change.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

@@ -139,3 +139,24 @@ fn expiry_removes_key_purchase_and_journal_and_frees_disk() {
         "expired data leaves the disk: {before} -> {after} bytes"
     );
 }
+
+#[test]
+fn a_forgotten_intent_frees_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open_or_create(tmp.path(), 1).unwrap();
+    let shard = dir.open_shard(0).unwrap();
+    let mut b = Batch::default();
+    b.put_idempotency("alice", "k", &record("pur_a")).unwrap();
+    b.put_purchase("pur_a", b"intent", true);
+    b.append_journal("pur_a", 0, b"intent");
+    shard.write(b).unwrap();
+    assert_eq!(shard.unfinished().unwrap(), vec!["pur_a".to_string()]);
+
+    let mut forget = Batch::default();
+    forget.forget_intent("pur_a", "alice", "k");
+    shard.write(forget).unwrap();
+    assert!(shard.idempotency("alice", "k").unwrap().is_none());
+    assert!(shard.purchase("pur_a").unwrap().is_none());
+    assert!(shard.journal("pur_a").unwrap().is_empty());
+    assert!(shard.unfinished().unwrap().is_empty());
+}
