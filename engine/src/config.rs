@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// Most `/v1` requests one core works on at once; more are answered 503 at once
     /// (load shedding) instead of queueing without bound.
     pub max_in_flight_per_core: usize,
+    /// Time a client has to send a request body once its headers arrived; a slower
+    /// body is answered `408` and releases its in-flight slot.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             max_connections_per_core: 10_000,
             shutdown_grace_ms: 10_000,
             max_in_flight_per_core: 4096,
+            body_timeout_ms: 10_000,
         }
     }
 }
@@ -135,7 +139,8 @@ impl Default for HedgingConfig {
 pub struct PaymentConfig {
     /// The provider's base URL.
     pub url: String,
-    /// Timeout of one call to the provider.
+    /// Timeout of one call to the provider during a purchase. When it fires the
+    /// connection is closed and the call is repeated with the same key.
     pub timeout_ms: u64,
 }
 
@@ -161,11 +166,24 @@ pub struct PurchasesConfig {
     /// taken from the environment variable `BOOKBROKER_TOKEN_KEY`, or else generated
     /// once and kept in the data directory (`token.key`, mode 0600).
     pub token_key: String,
-    /// Timeout of one call to a seller or the payment provider during a purchase.
+    /// Timeout of one call to a seller during a purchase (the payment provider's is
+    /// `payment.timeout_ms`). When it fires the connection is closed and the call is
+    /// repeated with the same key: its outcome is unknown, not refused.
     pub step_timeout_ms: u64,
-    /// How long a step is retried (with backoff) before the purchase gives up on it and
-    /// compensates.
+    /// How long a call whose outcome is unknown is repeated with short pauses (up to
+    /// 2 s); after that it is still repeated, every 30 s at most, and the purchase counts
+    /// as stuck in `/metrics`. A call of unknown outcome is never given up on: the saga
+    /// never moves on or compensates before it knows what the partner did.
     pub step_retry_ms: u64,
+    /// How many times one offer may be re-ordered at a changed price within the limit
+    /// before the next offer is tried.
+    pub max_reorders: u32,
+    /// Most purchases running at once on one core; more get `429`.
+    pub max_running_per_core: usize,
+    /// Most purchases one customer may have running at once; more get `429`.
+    pub max_running_per_customer: usize,
+    /// Most unfinished purchases resumed at once per core after a restart.
+    pub recovery_concurrency: usize,
 }
 
 impl Default for PurchasesConfig {
@@ -176,6 +194,10 @@ impl Default for PurchasesConfig {
             token_key: String::new(),
             step_timeout_ms: 2_000,
             step_retry_ms: 10_000,
+            max_reorders: 3,
+            max_running_per_core: 4096,
+            max_running_per_customer: 256,
+            recovery_concurrency: 64,
         }
     }
 }
@@ -189,6 +211,10 @@ impl fmt::Debug for PurchasesConfig {
             .field("token_key", &"<redacted>")
             .field("step_timeout_ms", &self.step_timeout_ms)
             .field("step_retry_ms", &self.step_retry_ms)
+            .field("max_reorders", &self.max_reorders)
+            .field("max_running_per_core", &self.max_running_per_core)
+            .field("max_running_per_customer", &self.max_running_per_customer)
+            .field("recovery_concurrency", &self.recovery_concurrency)
             .finish()
     }
 }
@@ -539,6 +565,30 @@ impl Config {
             p(
                 "purchases.step_retry_ms".into(),
                 "must be at least step_timeout_ms and at most 3600000".into(),
+            );
+        }
+        if pc.max_reorders > 100 {
+            p(
+                "purchases.max_reorders".into(),
+                "must be at most 100".into(),
+            );
+        }
+        for (name, value) in [
+            ("purchases.max_running_per_core", pc.max_running_per_core),
+            (
+                "purchases.max_running_per_customer",
+                pc.max_running_per_customer,
+            ),
+            ("purchases.recovery_concurrency", pc.recovery_concurrency),
+        ] {
+            if value == 0 || value > 1_000_000 {
+                p(name.into(), "must be from 1 to 1000000".into());
+            }
+        }
+        if self.server.body_timeout_ms == 0 || self.server.body_timeout_ms > 600_000 {
+            p(
+                "server.body_timeout_ms".into(),
+                "must be from 1 to 600000".into(),
             );
         }
         if self.storage.shards > 4096 {

@@ -112,9 +112,64 @@ pub enum Counter {
     PurchaseReplays,
     /// fsyncs of purchase shards (group commit shares one among many writes).
     StorageSyncs,
+    /// Partner calls of a purchase whose outcome was unknown (timeout, reset, 5xx, key
+    /// in progress) and were repeated with the same idempotency key.
+    PurchaseCallsRepeated,
+    /// Order confirmations that made no sense (total not positive, unreadable, not
+    /// convertible) and were cancelled.
+    BrokenConfirmations,
+    /// Purchase steps that failed on our side (storage, tokens that no longer open) and
+    /// were retried after a pause.
+    PurchaseStepErrors,
+    /// Purchase requests refused with 429 because too many purchases were running.
+    PurchasesRefused,
 }
 
-const COUNTERS: [(Counter, &str, &str); 19] = [
+/// Gauges: values that go up and down, summed over cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gauge {
+    /// Purchases whose saga is running.
+    PurchasesRunning,
+    /// Purchases that cannot move on by themselves right now: a partner call whose
+    /// outcome stayed unknown past `purchases.step_retry_ms`, or a step failing on our
+    /// side. They keep retrying; an operator should look.
+    PurchasesStuck,
+}
+
+const GAUGES: [(Gauge, &str, &str); 2] = [
+    (
+        Gauge::PurchasesRunning,
+        "bookbroker_purchases_running",
+        "Purchases whose saga is running.",
+    ),
+    (
+        Gauge::PurchasesStuck,
+        "bookbroker_purchases_stuck",
+        "Purchases retrying a partner call of unknown outcome past purchases.step_retry_ms, or a step failing on our side.",
+    ),
+];
+
+const COUNTERS: [(Counter, &str, &str); 23] = [
+    (
+        Counter::PurchaseCallsRepeated,
+        "bookbroker_purchase_calls_repeated_total",
+        "Purchase calls to partners whose outcome was unknown and were repeated with the same key.",
+    ),
+    (
+        Counter::BrokenConfirmations,
+        "bookbroker_purchase_broken_confirmations_total",
+        "Order confirmations that made no sense (not positive, unreadable, not convertible) and were cancelled.",
+    ),
+    (
+        Counter::PurchaseStepErrors,
+        "bookbroker_purchase_step_errors_total",
+        "Purchase steps that failed on our side (storage, unreadable tokens) and were retried.",
+    ),
+    (
+        Counter::PurchasesRefused,
+        "bookbroker_purchases_refused_total",
+        "Purchase requests refused with 429 because too many purchases were running.",
+    ),
     (
         Counter::PurchasesStarted,
         "bookbroker_purchases_started_total",
@@ -241,6 +296,7 @@ struct Slot {
     seller_outcomes: Vec<[AtomicU64; OUTCOMES.len()]>,
     seller_latency: Vec<Hist>,
     counters: [AtomicU64; COUNTERS.len()],
+    gauges: [AtomicI64; GAUGES.len()],
     connections_open: AtomicI64,
 }
 
@@ -252,6 +308,7 @@ impl Slot {
             seller_outcomes: (0..sellers).map(|_| Default::default()).collect(),
             seller_latency: (0..sellers).map(|_| Hist::default()).collect(),
             counters: Default::default(),
+            gauges: Default::default(),
             connections_open: AtomicI64::new(0),
         }
     }
@@ -346,6 +403,28 @@ impl Metrics {
         }
     }
 
+    /// Moves a gauge by `delta`.
+    pub fn add_gauge(&self, core: usize, gauge: Gauge, delta: i64) {
+        let Some(slot) = self.slot(core) else { return };
+        if let Some(i) = GAUGES.iter().position(|(g, _, _)| *g == gauge) {
+            if let Some(cell) = slot.gauges.get(i) {
+                cell.fetch_add(delta, Relaxed);
+            }
+        }
+    }
+
+    /// The current value of a gauge summed over cores.
+    pub fn gauge(&self, gauge: Gauge) -> i64 {
+        let Some(i) = GAUGES.iter().position(|(g, _, _)| *g == gauge) else {
+            return 0;
+        };
+        self.slots
+            .iter()
+            .filter_map(|s| s.gauges.get(i))
+            .map(|c| c.load(Relaxed))
+            .sum()
+    }
+
     /// The current value of a counter summed over cores.
     pub fn counter(&self, counter: Counter) -> u64 {
         let Some(i) = COUNTERS.iter().position(|(c, _, _)| *c == counter) else {
@@ -427,6 +506,14 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}"
             );
+        }
+        for (i, (_, name, help)) in GAUGES.iter().enumerate() {
+            let v: i64 = self
+                .slots
+                .iter()
+                .map(|s| s.gauges.get(i).map_or(0, |x| x.load(Relaxed)))
+                .sum();
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         let open: i64 = self
             .slots

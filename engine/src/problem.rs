@@ -75,6 +75,20 @@ impl ApiProblem {
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(409, "conflict", "Conflict", detail)
     }
+    /// 408: the request body did not arrive in time.
+    pub fn request_timeout(limit_ms: u64) -> Self {
+        Self::new(
+            408,
+            "request-timeout",
+            "Request timeout",
+            format!("the request body must arrive within {limit_ms} ms"),
+        )
+    }
+    /// 429: too much at once from this customer or on this engine; retry after the
+    /// `Retry-After` delay.
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(429, "too-many-requests", "Too many requests", detail)
+    }
     /// 413: the body is too large.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(

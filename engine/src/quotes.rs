@@ -271,7 +271,9 @@ async fn ask(
         Err(SellerError::Timeout)
         | Err(SellerError::Failed(_))
         | Err(SellerError::Refused(_))
-        | Err(SellerError::Transient(_)) => {
+        | Err(SellerError::Transient(_))
+        | Err(SellerError::InProgress { .. })
+        | Err(SellerError::Unconfirmed { .. }) => {
             if breaker.on_failure(done) {
                 tracing::warn!(
                     seller = &*seller.name,

@@ -21,8 +21,8 @@ use crate::net::CoreTimer;
 use crate::purchase;
 use crate::purchase::durable::GroupCommit;
 use crate::purchase::lane::{LaneReceiver, Lanes};
-use crate::purchase::saga::{Purchases, ShardOwner};
 use crate::purchase::secrets::TokenCipher;
+use crate::purchase::world::{CustomerCounts, Purchases, ShardOwner};
 use crate::sellers::SellerClient;
 use crate::server::{self, Core};
 use crate::signal::LocalSignal;
@@ -56,6 +56,8 @@ pub struct Shared {
     pub data: DataDir,
     /// Token encryption and request fingerprints.
     pub cipher: Arc<TokenCipher>,
+    /// Running purchases per customer, across cores.
+    pub running_per_customer: CustomerCounts,
 }
 
 /// Why the engine could not start or stopped badly.
@@ -152,6 +154,7 @@ impl Engine {
             lanes,
             data,
             cipher: Arc::new(cipher),
+            running_per_customer: CustomerCounts::default(),
         });
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::with_capacity(cores);
@@ -335,6 +338,7 @@ fn open_purchases(core: usize, shared: &Shared) -> Result<Purchases, String> {
         shard_count: shared.data.shards(),
         payment,
         cipher: Arc::clone(&shared.cipher),
+        running: std::cell::Cell::new(0),
     })
 }
 

@@ -19,7 +19,7 @@ use bookbroker_protocols::{
 use crate::breaker::Breaker;
 use crate::config::{HedgingConfig, Protocol, SellerConfig};
 use crate::hedge::HedgeState;
-use crate::net::{Endpoint, HttpPool, LinePool, NetError};
+use crate::net::{Endpoint, HttpPool, LinePool, NetError, OnTimeout};
 
 /// Why a seller gave no usable quote. Each maps to one API status.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +48,22 @@ pub enum SellerError {
     /// Anything else: garbage, an answer we cannot read (`error`).
     #[error("{0}")]
     Failed(String),
+    /// The seller still works on an earlier order with the same idempotency key: the
+    /// outcome is unknown, not refused (`error`).
+    #[error("seller still working on this key (retry after {retry_after_ms:?} ms)")]
+    InProgress {
+        /// What the seller asked for, when it said.
+        retry_after_ms: Option<u64>,
+    },
+    /// The seller confirmed order `order_id` with a total that cannot be read: the order
+    /// exists and must be undone (`error`).
+    #[error("order {order_id} confirmed with an unreadable total: {reason}")]
+    Unconfirmed {
+        /// The seller's order id.
+        order_id: String,
+        /// What is wrong with the total.
+        reason: String,
+    },
 }
 
 impl SellerError {
@@ -62,7 +78,11 @@ impl SellerError {
             SellerError::Timeout => "timeout",
             SellerError::RateLimited { .. } => "rate_limited",
             SellerError::Unavailable(_) => "unavailable",
-            SellerError::Failed(_) | SellerError::Transient(_) | SellerError::Refused(_) => "error",
+            SellerError::Failed(_)
+            | SellerError::Transient(_)
+            | SellerError::Refused(_)
+            | SellerError::InProgress { .. }
+            | SellerError::Unconfirmed { .. } => "error",
         }
     }
 }
@@ -88,6 +108,12 @@ impl From<DecodeError> for SellerError {
     fn from(e: DecodeError) -> Self {
         match e {
             DecodeError::Busy { retry_after_ms } => SellerError::RateLimited { retry_after_ms },
+            DecodeError::InProgress { retry_after_ms } => {
+                SellerError::InProgress { retry_after_ms }
+            }
+            DecodeError::Unconfirmed { order_id, reason } => {
+                SellerError::Unconfirmed { order_id, reason }
+            }
             other if other.is_retryable() => SellerError::Transient(other.to_string()),
             DecodeError::Remote { .. } | DecodeError::Status(_) => {
                 SellerError::Refused(e.to_string())
@@ -209,6 +235,7 @@ impl SellerClient {
                         move |tag| LineRequest::Quote { tag, query },
                         timeout,
                         attempt,
+                        OnTimeout::Forget,
                     )
                     .await?;
                 line_offers(lines)
@@ -225,21 +252,24 @@ impl SellerClient {
     ) -> Result<OrderOutcome, SellerError> {
         match (&self.transport, self.protocol) {
             (Transport::Http(pool), Protocol::Xml) => {
-                let reply = pool
-                    .send(&xml_seller::encode_order(order), timeout, 0)
-                    .await?;
+                let reply = pool.call(&xml_seller::encode_order(order), timeout).await?;
                 Ok(xml_seller::decode_order(reply.as_reply())?)
             }
             (Transport::Http(pool), _) => {
                 let reply = pool
-                    .send(&json_seller::encode_order(order), timeout, 0)
+                    .call(&json_seller::encode_order(order), timeout)
                     .await?;
                 Ok(json_seller::decode_order(reply.as_reply())?)
             }
             (Transport::Line(pool), _) => {
                 let order = order.clone();
                 let lines = pool
-                    .call(move |tag| LineRequest::Order { tag, order }, timeout, 0)
+                    .call(
+                        move |tag| LineRequest::Order { tag, order },
+                        timeout,
+                        0,
+                        OnTimeout::Close,
+                    )
                     .await?;
                 match lines.into_iter().next() {
                     Some(LineResponse::Ordered {
@@ -260,20 +290,25 @@ impl SellerClient {
         let outcome = match (&self.transport, self.protocol) {
             (Transport::Http(pool), Protocol::Xml) => {
                 let reply = pool
-                    .send(&xml_seller::encode_cancel(order_id), timeout, 0)
+                    .call(&xml_seller::encode_cancel(order_id), timeout)
                     .await?;
                 xml_seller::decode_cancel(reply.as_reply())?
             }
             (Transport::Http(pool), _) => {
                 let reply = pool
-                    .send(&json_seller::encode_cancel(order_id), timeout, 0)
+                    .call(&json_seller::encode_cancel(order_id), timeout)
                     .await?;
                 json_seller::decode_cancel(reply.as_reply())?
             }
             (Transport::Line(pool), _) => {
                 let order_id = order_id.to_string();
                 let lines = pool
-                    .call(move |tag| LineRequest::Cancel { tag, order_id }, timeout, 0)
+                    .call(
+                        move |tag| LineRequest::Cancel { tag, order_id },
+                        timeout,
+                        0,
+                        OnTimeout::Close,
+                    )
                     .await?;
                 match lines.into_iter().next() {
                     Some(LineResponse::Cancelled { .. }) => CancelOutcome::Cancelled,

@@ -54,7 +54,7 @@ pub struct Core {
     /// `/v1` requests this core is working on.
     pub in_flight: Cell<usize>,
     /// The shards this core owns and its payment client.
-    pub purchases: crate::purchase::saga::Purchases,
+    pub purchases: crate::purchase::world::Purchases,
 }
 
 /// Counts a request as in flight on its core for as long as it lives.
@@ -292,10 +292,12 @@ async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
             Err(SellerError::Timeout) => SellerOutcome::Timeout,
             Err(SellerError::RateLimited { .. }) => SellerOutcome::RateLimited,
             Err(SellerError::Unavailable(_)) => SellerOutcome::Unavailable,
-            Err(SellerError::Failed(why))
-            | Err(SellerError::Transient(why))
-            | Err(SellerError::Refused(why)) => {
-                tracing::debug!(seller = r.seller, %why, "seller quote failed");
+            Err(e @ SellerError::Failed(_))
+            | Err(e @ SellerError::Transient(_))
+            | Err(e @ SellerError::Refused(_))
+            | Err(e @ SellerError::InProgress { .. })
+            | Err(e @ SellerError::Unconfirmed { .. }) => {
+                tracing::debug!(seller = r.seller, why = %e, "seller quote failed");
                 SellerOutcome::Error
             }
         };
@@ -345,6 +347,10 @@ pub fn problem(p: &ApiProblem) -> Response<Body> {
     if p.status == 401 {
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if p.status == 429 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }

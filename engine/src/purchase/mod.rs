@@ -3,8 +3,8 @@
 //! The accepting core validates the request ([`api`]) and hands it over the purchase
 //! lane ([`lane`]) to the core that owns the purchase's shard. That core alone reads and
 //! writes the shard, decides what the idempotency key means (new, replay, conflict), and
-//! runs the saga ([`saga`]). At start each core resumes the unfinished purchases of its
-//! shards ([`recover`]) and later expires old ones ([`expire_loop`]).
+//! runs the saga ([`saga`], over [`world`]). At start each core resumes the unfinished
+//! purchases of its shards ([`recover`]) and later expires old ones ([`expire_loop`]).
 
 pub mod api;
 pub mod durable;
@@ -12,6 +12,7 @@ pub mod lane;
 pub mod record;
 pub mod saga;
 pub mod secrets;
+pub mod world;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -21,6 +22,7 @@ use bookbroker_storage::{shard_for, Batch, IdempotencyRecord};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
+use futures_util::StreamExt as _;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -28,7 +30,7 @@ use hyper::body::Incoming;
 use self::api::PurchaseRequest;
 use self::lane::{Answer, Job};
 use self::record::{Outcome, Purchase, Step, Wanted};
-use self::saga::{now_ms, Saga, ShardOwner};
+use self::world::{now_ms, RunningGuard, ShardOwner};
 use crate::auth::CustomerId;
 use crate::metrics::Counter;
 use crate::problem::ApiProblem;
@@ -94,6 +96,10 @@ fn to_response(a: Answer) -> Response<Body> {
         crate::server::json(StatusCode::OK, a.body)
     };
     *r.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if a.status == 429 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let Some(loc) = a.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         r.headers_mut().insert(header::LOCATION, loc);
     }
@@ -139,7 +145,17 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
     };
     let respond_async = api::prefers_async(headers.get("prefer").map(|v| v.as_bytes()));
     let limit = core.shared.config.server.max_body_bytes;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    // A body that trickles in must not hold an in-flight slot for ever.
+    let body_timeout_ms = core.shared.config.server.body_timeout_ms;
+    let read = crate::net::with_timeout(
+        Duration::from_millis(body_timeout_ms),
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await;
+    let Some(read) = read else {
+        return crate::server::problem(&ApiProblem::request_timeout(body_timeout_ms));
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -298,12 +314,13 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answe
                             .inc_counter(core.index, Counter::PurchaseReplays);
                         return answer_outcome(o);
                     }
-                    // Unfinished but not running: recovery has not reached it yet.
-                    None => {
-                        return answer_problem(&ApiProblem::conflict(
-                            "this purchase is being recovered; retry later",
-                        ))
-                    }
+                    // Unfinished and not running: its intent could not be made durable
+                    // earlier and could not be forgotten either. The same request asks
+                    // again, so take it up again (the intent is synced below first).
+                    None => match resume(core, &owner, p, &req.customer) {
+                        Ok(started) => started,
+                        Err(p) => return answer_problem(&p),
+                    },
                 },
                 Ok(None) => {
                     tracing::error!(purchase = %rec.purchase_id, "idempotency record without its purchase");
@@ -317,11 +334,20 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answe
             Err(p) => return answer_problem(&p),
         },
     };
+    let (ticket, guard) = wait;
     // The intent must be on disk before the saga makes its first external call.
-    let ticket = wait;
     if let Err(e) = owner.commit.durable(ticket, core).await {
         tracing::error!(error = %e, "the purchase intent could not be made durable");
         owner.running.borrow_mut().remove(&purchase.id);
+        drop(guard);
+        // Nothing was sent to any partner: forget the intent so the key is free for the
+        // client's retry. Should even that fail, the retry finds the record unfinished
+        // and not running, and takes it up again.
+        let mut forget = Batch::default();
+        forget.forget_intent(&purchase.id, &purchase.customer, &purchase.key);
+        if let Err(e) = owner.commit.write(forget) {
+            tracing::error!(error = %e, purchase = %purchase.id, "cannot forget an intent that did not sync");
+        }
         return answer_problem(&ApiProblem::service_unavailable(
             "the purchase could not be recorded; retry with the same key",
         ));
@@ -332,7 +358,13 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answe
     }
     let pending = answer_pending(&purchase);
     let id = purchase.id.clone();
-    glommio::spawn_local(Saga::new(Rc::clone(core), Rc::clone(&owner), purchase).run()).detach();
+    glommio::spawn_local(world::run(
+        Rc::clone(core),
+        Rc::clone(&owner),
+        purchase,
+        guard,
+    ))
+    .detach();
     if req.respond_async {
         return pending;
     }
@@ -351,14 +383,56 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answe
     }
 }
 
-/// Records a new purchase (intent) and registers it as running. Returns the purchase
-/// and the write's ticket for group commit.
+/// Refuses a new saga when this core or this customer already runs as many as allowed:
+/// a flood of purchases must not take every core's capacity or one customer's share.
+fn admit_saga(core: &Core, customer: &str) -> Result<(), ApiProblem> {
+    let cfg = &core.shared.config.purchases;
+    let refuse = |detail: String| {
+        core.shared
+            .metrics
+            .inc_counter(core.index, Counter::PurchasesRefused);
+        Err(ApiProblem::too_many_requests(detail))
+    };
+    if core.purchases.running.get() >= cfg.max_running_per_core {
+        return refuse("too many purchases are running; retry shortly".into());
+    }
+    if core.shared.running_per_customer.get(customer) >= cfg.max_running_per_customer {
+        return refuse(format!(
+            "this customer already has {} purchases running; retry when one ends",
+            cfg.max_running_per_customer
+        ));
+    }
+    Ok(())
+}
+
+/// Takes up an unfinished purchase that is not running again (its intent write is
+/// re-synced by the caller).
+fn resume(
+    core: &Rc<Core>,
+    owner: &ShardOwner,
+    p: Purchase,
+    customer: &str,
+) -> Result<(Purchase, (u64, RunningGuard)), ApiProblem> {
+    admit_saga(core, customer)?;
+    let ticket = owner.commit.write(Batch::default()).map_err(|e| {
+        tracing::error!(error = %e, "cannot write to a shard");
+        ApiProblem::internal()
+    })?;
+    owner.running.borrow_mut().insert(p.id.clone(), Vec::new());
+    tracing::info!(purchase = %p.id, "taking up an unfinished purchase again");
+    let guard = RunningGuard::enter(core, customer);
+    Ok((p, (ticket, guard)))
+}
+
+/// Records a new purchase (intent) and registers it as running. Returns the purchase,
+/// the write's ticket for group commit and its place in the running counts.
 fn start(
-    core: &Core,
+    core: &Rc<Core>,
     owner: &ShardOwner,
     shard: u32,
     req: &PurchaseRequest,
-) -> Result<(Purchase, u64), ApiProblem> {
+) -> Result<(Purchase, (u64, RunningGuard)), ApiProblem> {
+    admit_saga(core, &req.customer)?;
     let purchases = &core.purchases;
     let internal = |what: &str, e: String| {
         tracing::error!(error = %e, "{what}");
@@ -395,9 +469,9 @@ fn start(
         attempt: None,
         skipped: 0,
         authorization: None,
+        authorized_amount: None,
         order: None,
-        auth_unresolved: false,
-        order_unresolved: None,
+        cancelling: None,
         voided: false,
         order_cancelled: false,
         compensation: None,
@@ -428,12 +502,16 @@ fn start(
     core.shared
         .metrics
         .inc_counter(core.index, Counter::PurchasesStarted);
-    Ok((p, ticket))
+    let guard = RunningGuard::enter(core, &req.customer);
+    Ok((p, (ticket, guard)))
 }
 
-/// Resumes every unfinished purchase of this core's shards.
+/// Resumes every unfinished purchase of this core's shards: all are registered as
+/// running at once (so a replay answers 409 rather than starting a second saga), and at
+/// most `purchases.recovery_concurrency` sagas run at a time, so a long outage's backlog
+/// does not flood the partners or starve new requests.
 pub fn recover(core: &Rc<Core>) -> usize {
-    let mut resumed = 0;
+    let mut pending = Vec::new();
     for (index, owner) in &core.purchases.shards {
         let ids = match owner.commit.shard().unfinished() {
             Ok(ids) => ids,
@@ -447,17 +525,29 @@ pub fn recover(core: &Rc<Core>) -> usize {
                 Ok(Some(p)) if p.step != Step::Done => {
                     owner.running.borrow_mut().insert(id.clone(), Vec::new());
                     tracing::info!(purchase = %id, step = ?p.step, "resuming a purchase");
-                    glommio::spawn_local(Saga::new(Rc::clone(core), Rc::clone(owner), p).run())
-                        .detach();
                     core.shared
                         .metrics
                         .inc_counter(core.index, Counter::PurchasesRecovered);
-                    resumed += 1;
+                    let guard = RunningGuard::enter(core, &p.customer);
+                    pending.push((Rc::clone(owner), p, guard));
                 }
                 Ok(_) => {}
                 Err(_) => tracing::error!(purchase = %id, "cannot resume a purchase"),
             }
         }
+    }
+    let resumed = pending.len();
+    if resumed > 0 {
+        let limit = core.shared.config.purchases.recovery_concurrency.max(1);
+        let core = Rc::clone(core);
+        glommio::spawn_local(async move {
+            futures_util::stream::iter(pending)
+                .for_each_concurrent(limit, |(owner, p, guard)| {
+                    world::run(Rc::clone(&core), owner, p, guard)
+                })
+                .await;
+        })
+        .detach();
     }
     resumed
 }

@@ -12,12 +12,13 @@ pub enum Step {
     Quoting,
     /// Candidates chosen; next: authorize the payment.
     Authorizing,
-    /// Authorized; next: order `candidates[next_candidate]`.
+    /// Authorized; next: cancel `cancelling` if set, else order `candidates[skipped]`
+    /// (or repeat `attempt`).
     Ordering,
     /// Ordered; next: capture the confirmed total.
     Capturing,
-    /// Undoing: cancel `order` (if any), then void the authorization (if any), then end
-    /// with `compensation.outcome`.
+    /// Undoing: void the authorization (if any), then cancel `order` (if any), then end
+    /// with `compensation`.
     Compensating,
     /// Over: `outcome` is the answer.
     Done,
@@ -53,6 +54,20 @@ pub struct Attempt {
     pub candidate: usize,
     /// Expected total in the seller's currency.
     pub expected_total: i64,
+    /// How many times this candidate was re-ordered at a changed price (bounded by
+    /// `purchases.max_reorders`).
+    #[serde(default)]
+    pub reorders: u32,
+}
+
+/// An order the seller placed that the purchase cannot keep (confirmed above the limit,
+/// or with a total that makes no sense): it is cancelled before anything else happens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRef {
+    /// Seller name.
+    pub seller: String,
+    /// The seller's order id.
+    pub order_id: String,
 }
 
 /// An order the seller confirmed.
@@ -131,19 +146,21 @@ pub struct Purchase {
     pub lowest: Option<Lowest>,
     /// The order being attempted.
     pub attempt: Option<Attempt>,
-    /// Candidates that sold out or no longer fit.
+    /// The candidate being tried (or the next to try): every one before it sold out,
+    /// was refused or no longer fits.
     #[serde(default)]
     pub skipped: usize,
     /// The payment authorization.
     pub authorization: Option<String>,
+    /// The amount the provider says it holds (customer's currency); nothing above it
+    /// is ever captured.
+    #[serde(default)]
+    pub authorized_amount: Option<i64>,
     /// The confirmed seller order.
     pub order: Option<PlacedOrder>,
-    /// An authorization call whose outcome is unknown (it may exist upstream).
+    /// An order being cancelled before the next candidate is tried.
     #[serde(default)]
-    pub auth_unresolved: bool,
-    /// An order call whose outcome is unknown (it may have been placed).
-    #[serde(default)]
-    pub order_unresolved: Option<Attempt>,
+    pub cancelling: Option<OrderRef>,
     /// The authorization has been voided.
     #[serde(default)]
     pub voided: bool,

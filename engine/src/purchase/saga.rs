@@ -1,86 +1,210 @@
-//! The purchase saga, run by the core that owns the purchase's shard.
+//! The purchase saga: a state machine over one [`Purchase`] record, run by the core that
+//! owns the purchase's shard.
 //!
 //! quote → authorize `max_price` → order the cheapest candidate (the next one on
-//! `sold_out`, or on a price that no longer fits) → check the confirmed total → capture
-//! it → done. Compensation: void when nothing could be ordered; cancel and void when the
-//! capture fails. Each step is written to the shard *before* its external call, and every
-//! call carries an idempotency key derived from (customer, client key, step, offer), so
-//! recovery after a crash repeats calls rather than duplicating them.
+//! `sold_out`, a refusal, or a price that no longer fits) → check the confirmed total →
+//! capture it → done. Compensation: void when nothing could be ordered; void and cancel
+//! when the capture is refused.
 //!
-//! A call whose outcome is unknown (timeout, broken connection, 5xx, garbage) is retried
-//! with backoff for `purchases.step_retry_ms`; after that the purchase compensates, and
-//! compensation retries until it succeeds (the purchase stays `pending` meanwhile),
-//! because giving up there could leave money held or an order standing.
+//! The saga talks to the world only through [`Partners`], so the same code runs on a
+//! core (see [`super::world`]) and against a scripted fake in the unit tests below.
+//!
+//! Three rules carry the money invariants:
+//!
+//! * **Unknown is unknown.** A call that got no definite answer (timeout, broken
+//!   connection, 5xx, "this key is still in progress", an answer we cannot read) may or
+//!   may not have happened upstream. It is repeated with the same idempotency key, after
+//!   a pause, until the partner answers definitely; the saga never moves to another
+//!   offer and never compensates while a call's fate is open. After
+//!   `purchases.step_retry_ms` it keeps repeating in the background with longer pauses
+//!   (the purchase stays `pending`, and is counted as stuck).
+//! * **Confirmations are checked, not trusted.** A confirmed total is converted from the
+//!   currency it is stated in; a total that is not positive, cannot be read or converted,
+//!   or lands above the limit is not a price: that order is cancelled and the next
+//!   candidate tried. The amount captured is re-checked against the limit right before
+//!   the capture.
+//! * **Write first, then call.** Each step is written to the shard before its external
+//!   call, and every call carries a key derived from (customer, client key, step, offer),
+//!   so recovery after a crash repeats calls rather than duplicating them. A state is
+//!   only taken as reached once its write succeeded.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::future::Future;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bookbroker_protocols::payment::{self, AuthorizeOutcome, AuthorizeRequest, SettleOutcome};
-use bookbroker_protocols::{
-    ConditionFilter, Currency, DecodeError, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery,
-};
-use bookbroker_storage::Batch;
-use futures_channel::oneshot;
+use bookbroker_protocols::payment::{AuthorizeOutcome, AuthorizeRequest, SettleOutcome};
+use bookbroker_protocols::{Currency, FxTable, Money, OrderRequest};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 
-use super::durable::GroupCommit;
-use super::record::{Attempt, Candidate, Lowest, Outcome, PlacedOrder, Purchase, Step};
-use super::secrets::{Secret, TokenCipher};
-use crate::metrics::Counter;
-use crate::net::{Endpoint, HttpPool, NetError};
-use crate::quotes::{self, QuoteRequest};
-use crate::sellers::SellerError;
-use crate::server::Core;
+use super::record::{
+    Attempt, Candidate, Lowest, OrderRef, Outcome, PlacedOrder, Purchase, Step, Wanted,
+};
+use super::secrets::Secret;
 
-/// One shard as its owning core sees it: storage plus the purchases running on it.
-pub struct ShardOwner {
-    /// The shard with its group commit.
-    pub commit: Rc<GroupCommit>,
-    /// Purchases in progress, by id, each with the tasks waiting for its end.
-    pub running: RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>,
+/// How a partner call ended when it gave no answer the saga can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The partner clearly refused (a 4xx, an `ERR`): nothing happened upstream. The
+    /// fault is upstream and asking again does not help.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No definite answer: timeout, broken connection, 5xx, key in progress, an answer
+    /// we cannot read. It may or may not have happened upstream; asking again with the
+    /// same key tells.
+    #[error("outcome unknown: {why}")]
+    Unknown {
+        /// What happened.
+        why: String,
+        /// How long the partner asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
 }
 
-/// A core's purchase machinery: the shards it owns and its payment client.
-pub struct Purchases {
-    /// Owned shards by index.
-    pub shards: HashMap<u32, Rc<ShardOwner>>,
-    /// Shards in the data directory.
-    pub shard_count: u32,
-    /// The payment provider, over this core's connections.
-    pub payment: HttpPool,
-    /// Token encryption and request fingerprints.
-    pub cipher: Arc<TokenCipher>,
+/// A seller's answer to an order, in the saga's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderReply {
+    /// Placed; `total` as the seller stated it (any currency, any sign: checked later).
+    Ordered {
+        /// The seller's order id.
+        order_id: String,
+        /// The confirmed total as stated.
+        total: Money,
+    },
+    /// Placed, but the confirmed total cannot be read: the order must be undone.
+    Unconfirmed {
+        /// The seller's order id.
+        order_id: String,
+        /// What is wrong with the total.
+        reason: String,
+    },
+    /// Nothing left.
+    SoldOut,
+    /// The price moved; nothing was placed.
+    PriceChanged {
+        /// The new total as stated.
+        total: Money,
+    },
 }
 
-impl Purchases {
-    /// Builds the payment client for `url`.
-    pub fn payment_pool(url: &str) -> Result<HttpPool, NetError> {
-        let endpoint = Endpoint::parse(url)?;
-        let tls = if url.starts_with("https://") {
-            Some(crate::net::client_config(None)?)
-        } else {
-            None
-        };
-        HttpPool::new(vec![endpoint], tls, 4096)
+/// Why a step could not run. Always our side, never a partner's answer; the step is
+/// retried after a pause, because giving up could leave money held or an order standing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SagaError {
+    /// Our storage failed to write or sync the record.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The sealed payment and shipping tokens cannot be opened (the token key changed or
+    /// `token.key` was lost). Restoring the key lets the purchase go on.
+    #[error("the sealed tokens cannot be opened: {0}")]
+    Secrets(String),
+    /// The record contradicts itself or the configuration (a seller no longer
+    /// configured, a currency we do not know).
+    #[error("the purchase record cannot be followed: {0}")]
+    Inconsistent(String),
+}
+
+impl SagaError {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SagaError::Storage(_) => "storage",
+            SagaError::Secrets(_) => "secrets",
+            SagaError::Inconsistent(_) => "inconsistent",
+        }
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A partner's answer that makes no sense as money: the partner's fault, never a price.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokenAnswer(pub String);
+
+/// What a quote round found.
+#[derive(Debug, Clone, Default)]
+pub struct Quotes {
+    /// Every offer, landed in the customer's currency, cheapest first.
+    pub landed: Vec<Candidate>,
+    /// Whether some seller did not answer (or answered nonsense).
+    pub any_failed: bool,
 }
+
+/// Something the saga reports for metrics and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A call's outcome was unknown; it is repeated with the same key.
+    CallRepeated,
+    /// An order confirmation made no sense; the order is cancelled.
+    BrokenConfirmation,
+    /// A step failed on our side and is retried.
+    StepError,
+    /// The purchase cannot move on by itself right now (true) or can again (false).
+    Stuck(bool),
+    /// The purchase ended; `purchased` when the customer was charged.
+    Finished {
+        /// Whether it ended `purchased`.
+        purchased: bool,
+    },
+}
+
+/// Everything the saga does to the world: partners, storage, time. Implemented over a
+/// core by [`super::world::CoreWorld`] and by a scripted fake in tests.
+#[allow(async_fn_in_trait)] // Single-threaded: no `Send` bound is wanted.
+pub trait Partners {
+    /// Asks every seller for offers for `wanted`.
+    async fn quote(&self, wanted: &Wanted) -> Result<Quotes, SagaError>;
+    /// `POST /v1/authorizations` with `key`.
+    async fn authorize(
+        &self,
+        req: &AuthorizeRequest,
+        key: &str,
+    ) -> Result<AuthorizeOutcome, CallError>;
+    /// Places an order at `seller`.
+    async fn order(&self, seller: &str, req: &OrderRequest) -> Result<OrderReply, CallError>;
+    /// Cancels `order_id` at `seller` (repeating a cancel is harmless).
+    async fn cancel(&self, seller: &str, order_id: &str) -> Result<(), CallError>;
+    /// Captures `amount` (customer's currency) of `authorization` with `key`.
+    async fn capture(
+        &self,
+        authorization: &str,
+        amount: i64,
+        key: &str,
+    ) -> Result<SettleOutcome, CallError>;
+    /// Voids `authorization` with `key`.
+    async fn void(&self, authorization: &str, key: &str) -> Result<SettleOutcome, CallError>;
+    /// Writes the record; with `sync`, waits until it is on disk.
+    async fn save(&self, p: &Purchase, note: &str, sync: bool) -> Result<(), SagaError>;
+    /// Waits (always yields: a saga must never hold its core).
+    async fn sleep(&self, pause: Duration);
+    /// Opens the sealed (payment token, shipping token).
+    fn open_tokens(&self, sealed: &str) -> Result<(Secret, Secret), SagaError>;
+    /// The FX table confirmations are converted with.
+    fn fx(&self) -> &FxTable;
+    /// Reports an event.
+    fn observe(&self, event: Event);
+}
+
+/// The saga's knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long unknown outcomes are retried with short pauses before the purchase
+    /// counts as stuck and retries with long ones (`purchases.step_retry_ms`).
+    pub step_retry: Duration,
+    /// How many times one candidate may be re-ordered at a changed price within the
+    /// limit before it is skipped (`purchases.max_reorders`).
+    pub max_reorders: u32,
+}
+
+/// Longest pause between repeats while the step is young.
+const FOREGROUND_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// Longest pause between repeats once the step has been unresolved for `step_retry`.
+const BACKGROUND_PAUSE_MAX: Duration = Duration::from_secs(30);
+/// Longest pause after a failure on our side.
+const ERROR_PAUSE_MAX: Duration = Duration::from_secs(60);
 
 /// The idempotency key of one external call: a digest of (customer, client key, step,
 /// detail), so a repeat of the same step is the same call upstream, and the client's
-/// key is not revealed to sellers.
+/// key is not revealed to partners.
 pub fn call_key(p: &Purchase, step: &str, detail: &str) -> String {
     let mut h = Sha256::new();
     for part in [p.customer.as_str(), p.key.as_str(), step, detail] {
@@ -90,55 +214,6 @@ pub fn call_key(p: &Purchase, step: &str, detail: &str) -> String {
     format!("bb-{}", &hex::encode(h.finalize())[..40])
 }
 
-/// How an external call ended when it did not succeed.
-enum Failure {
-    /// The peer clearly refused: nothing happened upstream.
-    Definite(String),
-    /// Unknown: it may or may not have happened. Retrying with the same key tells.
-    Unknown(String, Option<Duration>),
-}
-
-impl From<SellerError> for Failure {
-    fn from(e: SellerError) -> Self {
-        match e {
-            SellerError::Refused(why) => Failure::Definite(why),
-            SellerError::RateLimited { retry_after_ms } => Failure::Unknown(
-                "seller busy".into(),
-                retry_after_ms.map(Duration::from_millis),
-            ),
-            other => Failure::Unknown(other.to_string(), None),
-        }
-    }
-}
-
-impl From<NetError> for Failure {
-    fn from(e: NetError) -> Self {
-        Failure::Unknown(e.to_string(), None)
-    }
-}
-
-impl From<DecodeError> for Failure {
-    fn from(e: DecodeError) -> Self {
-        match e {
-            DecodeError::Busy { retry_after_ms } => Failure::Unknown(
-                "payment provider busy".into(),
-                retry_after_ms.map(Duration::from_millis),
-            ),
-            DecodeError::Remote { .. } => Failure::Definite(e.to_string()),
-            DecodeError::Status(s) if s < 500 => Failure::Definite(e.to_string()),
-            other => Failure::Unknown(other.to_string(), None),
-        }
-    }
-}
-
-/// A running saga.
-pub struct Saga {
-    core: Rc<Core>,
-    owner: Rc<ShardOwner>,
-    p: Purchase,
-}
-
-/// What `finish` needs to build a `no_offer_within_limit` or `failed` answer.
 fn failed(p: &Purchase, reason: &str) -> Outcome {
     Outcome {
         status: 200,
@@ -166,19 +241,36 @@ fn purchased(p: &Purchase, o: &PlacedOrder) -> Outcome {
     }
 }
 
-impl Saga {
+/// A confirmed total in the customer's currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Landed {
+    price: i64,
+    shipping: i64,
+    total: i64,
+}
+
+/// A running saga over `world`.
+pub struct Saga<'w, W: Partners> {
+    world: &'w W,
+    settings: Settings,
+    p: Purchase,
+    stuck: Cell<bool>,
+}
+
+impl<'w, W: Partners> Saga<'w, W> {
     /// A saga for `p` (new, or found unfinished at start).
-    pub fn new(core: Rc<Core>, owner: Rc<ShardOwner>, p: Purchase) -> Saga {
-        Saga { core, owner, p }
+    pub fn new(world: &'w W, settings: Settings, p: Purchase) -> Saga<'w, W> {
+        Saga {
+            world,
+            settings,
+            p,
+            stuck: Cell::new(false),
+        }
     }
 
-    fn cfg(&self) -> &crate::config::PurchasesConfig {
-        &self.core.shared.config.purchases
-    }
-
-    /// Drives the purchase to its end, then wakes everyone waiting for it.
-    pub async fn run(mut self) {
-        let mut storage_failures = 0u32;
+    /// Drives the purchase to its end and returns the final record.
+    pub async fn run(mut self) -> Purchase {
+        let mut failures = 0u32;
         while self.p.step != Step::Done {
             let step = self.p.step;
             let result = match step {
@@ -189,312 +281,300 @@ impl Saga {
                 Step::Compensating => self.compensate().await,
                 Step::Done => Ok(()),
             };
-            if let Err(e) = result {
-                // Only storage (or a broken setup) ends up here: the step is retried, as
-                // recovery would after a restart.
-                storage_failures += 1;
-                tracing::error!(purchase = %self.p.id, ?step, error = %e, "purchase step failed; retrying");
-                glommio::timer::sleep(backoff(storage_failures)).await;
+            match result {
+                Ok(()) if failures > 0 => {
+                    failures = 0;
+                    self.set_stuck(false);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Our side failed (storage, tokens, a record we cannot follow). The
+                    // step is retried, as recovery after a restart would, with a pause
+                    // that grows so a lasting fault costs nothing but a log line.
+                    failures = failures.saturating_add(1);
+                    self.world.observe(Event::StepError);
+                    self.set_stuck(true);
+                    tracing::error!(purchase = %self.p.id, ?step, kind = e.kind(), error = %e,
+                        "purchase step failed on our side; retrying");
+                    self.world.sleep(backoff(failures, ERROR_PAUSE_MAX)).await;
+                }
             }
         }
-        let waiters = self.owner.running.borrow_mut().remove(&self.p.id);
-        for w in waiters.into_iter().flatten() {
-            let _ = w.send(());
+        self.set_stuck(false);
+        self.p
+    }
+
+    fn set_stuck(&self, stuck: bool) {
+        if self.stuck.replace(stuck) != stuck {
+            self.world.observe(Event::Stuck(stuck));
         }
     }
 
-    /// Writes the record (and a journal entry). `sync` waits for the disk (group commit).
-    async fn persist(&mut self, note: &str, sync: bool) -> Result<(), String> {
-        self.p.journal_seq += 1;
-        let record = serde_json::to_vec(&self.p).map_err(|e| e.to_string())?;
-        let entry = serde_json::to_vec(&serde_json::json!({
-            "at_ms": now_ms(), "step": self.p.step, "note": note,
-        }))
-        .map_err(|e| e.to_string())?;
-        let mut batch = Batch::default();
-        let done = self.p.step == Step::Done;
-        batch.put_purchase(&self.p.id, &record, !done);
-        batch.append_journal(&self.p.id, self.p.journal_seq, &entry);
-        if done {
-            let keep = self.cfg().key_retention_hours.saturating_mul(3_600_000);
-            batch
-                .expire_at(&self.p.id, &self.p.customer, &self.p.key, now_ms() + keep)
-                .map_err(|e| e.to_string())?;
-        }
-        let ticket = self.owner.commit.write(batch).map_err(|e| e.to_string())?;
-        if sync {
-            self.owner.commit.durable(ticket, &self.core).await?;
-        }
+    /// Writes `next` and only then takes it as the current state.
+    async fn commit(
+        &mut self,
+        mut next: Purchase,
+        note: &str,
+        sync: bool,
+    ) -> Result<(), SagaError> {
+        next.journal_seq = next.journal_seq.saturating_add(1);
+        self.world.save(&next, note, sync).await?;
+        self.p = next;
         Ok(())
     }
 
-    async fn finish(&mut self, outcome: Outcome, note: &str) -> Result<(), String> {
-        tracing::info!(purchase = %self.p.id, status = %outcome.body["status"], "purchase finished");
-        let counter = if outcome.status == 201 {
-            Counter::PurchasesPurchased
-        } else {
-            Counter::PurchasesNotPurchased
-        };
-        self.core
-            .shared
-            .metrics
-            .inc_counter(self.core.index, counter);
-        self.p.outcome = Some(outcome);
-        self.p.step = Step::Done;
+    /// Ends the purchase with `outcome`, from state `next`. Until the final record is
+    /// written the purchase is not done (a failed write is retried by [`Saga::run`]).
+    async fn finish_from(
+        &mut self,
+        mut next: Purchase,
+        outcome: Outcome,
+        note: &str,
+    ) -> Result<(), SagaError> {
+        let is_purchased = outcome.status == 201;
+        tracing::info!(purchase = %next.id, status = %outcome.body["status"], "purchase finished");
+        next.outcome = Some(outcome);
+        next.step = Step::Done;
         // The tokens are no longer needed: erase them.
-        self.p.sealed_tokens = None;
-        self.persist(note, false).await
+        next.sealed_tokens = None;
+        self.commit(next, note, false).await?;
+        self.world.observe(Event::Finished {
+            purchased: is_purchased,
+        });
+        Ok(())
     }
 
-    async fn compensate_with(&mut self, outcome: Outcome, note: &str) -> Result<(), String> {
-        self.p.compensation = Some(outcome);
-        self.p.step = Step::Compensating;
-        self.persist(note, false).await
+    async fn finish(&mut self, outcome: Outcome, note: &str) -> Result<(), SagaError> {
+        self.finish_from(self.p.clone(), outcome, note).await
     }
 
-    fn tokens(&self) -> Result<(Secret, Secret), String> {
-        let sealed = self
-            .p
-            .sealed_tokens
-            .as_deref()
-            .ok_or_else(|| "tokens were erased before the purchase ended".to_string())?;
-        let plain = self
-            .core
-            .purchases
-            .cipher
-            .open(sealed)
-            .map_err(|e| e.to_string())?;
-        let pair: (String, String) =
-            serde_json::from_slice(&plain).map_err(|_| "sealed tokens are damaged".to_string())?;
-        Ok((Secret::new(pair.0), Secret::new(pair.1)))
+    /// Moves to compensation, which ends with `outcome`.
+    async fn compensate_with(&mut self, outcome: Outcome, note: &str) -> Result<(), SagaError> {
+        let mut next = self.p.clone();
+        next.compensation = Some(outcome);
+        next.step = Step::Compensating;
+        next.attempt = None;
+        self.commit(next, note, false).await
     }
 
-    /// Calls `f` until it succeeds, fails definitely, or (unless `forever`) the step's
-    /// retry time is over.
-    async fn retry<T, F, Fut>(&self, what: &str, forever: bool, mut f: F) -> Result<T, Failure>
+    fn tokens(&self) -> Result<(Secret, Secret), SagaError> {
+        let sealed = self.p.sealed_tokens.as_deref().ok_or_else(|| {
+            SagaError::Inconsistent("tokens were erased before the purchase ended".into())
+        })?;
+        self.world.open_tokens(sealed)
+    }
+
+    fn customer_currency(&self) -> Result<Currency, SagaError> {
+        Currency::parse(&self.p.wanted.currency).map_err(|e| SagaError::Inconsistent(e.to_string()))
+    }
+
+    /// The most the customer may be charged: the limit, and never more than was held.
+    fn limit(&self) -> i64 {
+        match self.p.authorized_amount {
+            Some(held) => self.p.wanted.max_price.min(held),
+            None => self.p.wanted.max_price,
+        }
+    }
+
+    /// Repeats `call` until the partner answers definitely: `Ok` with the answer, or
+    /// `Err` with a refusal. An unknown outcome is never returned.
+    async fn until_definite<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, String>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
+        Fut: Future<Output = Result<T, CallError>>,
     {
-        let until = Instant::now() + Duration::from_millis(self.cfg().step_retry_ms);
         let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
         loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(Failure::Definite(why)) => return Err(Failure::Definite(why)),
-                Err(Failure::Unknown(why, wait)) => {
-                    attempt += 1;
-                    let pause = wait
-                        .unwrap_or_else(|| backoff(attempt))
-                        .min(Duration::from_secs(5));
-                    if !forever && Instant::now() + pause >= until {
-                        tracing::warn!(purchase = %self.p.id, what, %why, attempt, "giving up on a purchase step");
-                        return Err(Failure::Unknown(why, None));
+            match call().await {
+                Ok(v) => {
+                    self.set_stuck(false);
+                    return Ok(v);
+                }
+                Err(CallError::Refused(why)) => {
+                    self.set_stuck(false);
+                    return Err(why);
+                }
+                Err(CallError::Unknown { why, retry_after }) => {
+                    attempt = attempt.saturating_add(1);
+                    self.world.observe(Event::CallRepeated);
+                    let background = waited >= self.settings.step_retry;
+                    if background && !self.stuck.get() {
+                        tracing::warn!(purchase = %self.p.id, what, %why, attempt,
+                            "a purchase call's outcome is still unknown; repeating it in the background");
+                        self.set_stuck(true);
+                    } else {
+                        tracing::debug!(purchase = %self.p.id, what, %why, attempt,
+                            "a purchase call's outcome is unknown; repeating it with the same key");
                     }
-                    tracing::debug!(purchase = %self.p.id, what, %why, attempt, "retrying a purchase step");
-                    glommio::timer::sleep(pause).await;
+                    let cap = if background {
+                        BACKGROUND_PAUSE_MAX
+                    } else {
+                        FOREGROUND_PAUSE_MAX
+                    };
+                    let pause = retry_after
+                        .unwrap_or_else(|| backoff(attempt, cap))
+                        .min(cap);
+                    self.world.sleep(pause).await;
+                    waited = waited.saturating_add(pause);
                 }
             }
         }
     }
 
-    fn step_timeout(&self) -> Duration {
-        Duration::from_millis(self.cfg().step_timeout_ms)
-    }
-
-    async fn quote(&mut self) -> Result<(), String> {
-        let w = &self.p.wanted;
-        let query = match (&w.isbn, &w.title) {
-            (Some(i), _) => QuoteQuery::Isbn(Isbn::parse(i).map_err(|e| e.to_string())?),
-            (None, Some(t)) => QuoteQuery::Title(t.clone()),
-            (None, None) => return Err("purchase without isbn or title".into()),
-        };
-        let currency = Currency::parse(&w.currency).map_err(|e| e.to_string())?;
-        let req = QuoteRequest {
-            query,
-            currency,
-            condition: ConditionFilter::parse(&w.condition).unwrap_or(ConditionFilter::Any),
-        };
-        let deadline =
-            Instant::now() + Duration::from_millis(self.core.shared.config.quotes.deadline_ms);
-        let results = quotes::fan_out(&self.core, &req.query, deadline).await;
-        let names: Vec<&str> = self.core.sellers.iter().map(|s| &*s.name).collect();
-        let mut landed = Vec::new();
-        let mut any_failed = false;
-        for r in &results {
-            let name = names.get(r.seller).copied().unwrap_or("?");
-            match &r.outcome {
-                Ok(offers) => {
-                    if quotes::land(&req, name, offers, &self.core.fx, &mut landed).is_err() {
-                        any_failed = true;
-                    }
-                }
-                Err(_) => any_failed = true,
-            }
-        }
-        landed.sort_by(|a, b| {
-            a.total
-                .cmp(&b.total)
-                .then_with(|| a.seller.cmp(b.seller))
-                .then_with(|| a.offer.offer_id.cmp(&b.offer.offer_id))
-        });
+    async fn quote(&mut self) -> Result<(), SagaError> {
+        let quotes = self.world.quote(&self.p.wanted).await?;
         let max = self.p.wanted.max_price;
-        let candidates: Vec<Candidate> = landed
-            .iter()
-            .filter(|l| l.total <= max)
-            .map(|l| Candidate {
-                seller: l.seller.to_string(),
-                offer_id: l.offer.offer_id.clone(),
-                seller_price: l.offer.price,
-                seller_shipping: l.offer.shipping,
-                seller_currency: l.offer.currency.code().to_string(),
-                price: l.price,
-                shipping: l.shipping,
-                total: l.total,
-            })
-            .collect();
-        self.p.lowest = landed.iter().find(|l| l.total > max).map(|l| Lowest {
-            seller: l.seller.to_string(),
-            total: l.total,
+        let mut next = self.p.clone();
+        let lowest = |c: &Candidate| Lowest {
+            seller: c.seller.clone(),
+            total: c.total,
             currency: self.p.wanted.currency.clone(),
-        });
-        if landed.is_empty() {
-            let outcome = if any_failed {
-                failed(&self.p, "sellers_unavailable")
+        };
+        let Some(cheapest) = quotes.landed.first() else {
+            let outcome = if quotes.any_failed {
+                failed(&next, "sellers_unavailable")
             } else {
                 Outcome {
                     status: 200,
-                    body: serde_json::json!({"id": self.p.id, "status": "not_found"}),
+                    body: serde_json::json!({"id": next.id, "status": "not_found"}),
                 }
             };
-            return self.finish(outcome, "no offers").await;
-        }
+            return self.finish_from(next, outcome, "no offers").await;
+        };
+        let candidates: Vec<Candidate> = quotes
+            .landed
+            .iter()
+            .filter(|c| c.total > 0 && c.total <= max)
+            .cloned()
+            .collect();
         if candidates.is_empty() {
-            if let Some(cheapest) = landed.first() {
-                self.p.lowest = Some(Lowest {
-                    seller: cheapest.seller.to_string(),
-                    total: cheapest.total,
-                    currency: self.p.wanted.currency.clone(),
-                });
-            }
-            let outcome = no_offer(&self.p);
-            return self.finish(outcome, "nothing within the limit").await;
+            next.lowest = Some(lowest(cheapest));
+            let outcome = no_offer(&next);
+            return self
+                .finish_from(next, outcome, "nothing within the limit")
+                .await;
         }
-        self.p.candidates = candidates;
-        self.p.step = Step::Authorizing;
+        next.lowest = quotes.landed.iter().find(|c| c.total > max).map(lowest);
+        next.candidates = candidates;
+        next.step = Step::Authorizing;
         // Synced: recovery must order from exactly this list, never from a new quote.
-        self.persist("candidates chosen", true).await
+        self.commit(next, "candidates chosen", true).await
     }
 
-    async fn authorize_call(&self) -> Result<AuthorizeOutcome, Failure> {
-        let (payment_token, _) = self.tokens().map_err(|e| Failure::Unknown(e, None))?;
-        let currency = Currency::parse(&self.p.wanted.currency)
-            .map_err(|e| Failure::Definite(e.to_string()))?;
+    async fn authorize(&mut self) -> Result<(), SagaError> {
+        // Without the tokens the call cannot be repeated, and a crash may have sent it
+        // already: the purchase waits (stuck) rather than guess.
+        let (payment_token, _) = self.tokens()?;
+        let currency = self.customer_currency()?;
         let req = AuthorizeRequest {
             payment_token: payment_token.expose().to_string(),
             amount: Money::new(self.p.wanted.max_price, currency),
         };
         let key = call_key(&self.p, "authorize", "");
-        let timeout = self.step_timeout();
-        let purchases = &self.core.purchases;
-        self.retry("authorize", false, || async {
-            let reply = purchases
-                .payment
-                .send(&payment::encode_authorize(&req, &key), timeout, 0)
-                .await?;
-            Ok(payment::decode_authorize(reply.as_reply())?)
-        })
-        .await
-    }
-
-    async fn authorize(&mut self) -> Result<(), String> {
-        match self.authorize_call().await {
-            Ok(AuthorizeOutcome::Authorized { id, .. }) => {
-                self.p.authorization = Some(id);
-                self.p.step = Step::Ordering;
-                self.persist("authorized", false).await
+        let world = self.world;
+        let answer = self
+            .until_definite("authorize", || world.authorize(&req, &key))
+            .await;
+        let mut next = self.p.clone();
+        match answer {
+            Ok(AuthorizeOutcome::Authorized { id, amount }) => {
+                next.authorization = Some(id);
+                if amount.currency != currency || amount.minor <= 0 {
+                    // A hold we cannot use: release it, charge nothing.
+                    tracing::warn!(purchase = %self.p.id, ?amount, "the payment provider authorized an amount we cannot use; voiding it");
+                    next.compensation = Some(failed(&next, "payment_refused"));
+                    next.step = Step::Compensating;
+                    return self.commit(next, "authorization unusable", false).await;
+                }
+                next.authorized_amount = Some(amount.minor);
+                next.step = Step::Ordering;
+                self.commit(next, "authorized", false).await
             }
             Ok(AuthorizeOutcome::Declined { .. }) => {
                 let outcome = Outcome {
                     status: 402,
-                    body: serde_json::json!({"id": self.p.id, "status": "payment_declined"}),
+                    body: serde_json::json!({"id": next.id, "status": "payment_declined"}),
                 };
-                self.finish(outcome, "declined").await
+                self.finish_from(next, outcome, "declined").await
             }
-            Err(Failure::Definite(why)) => {
+            Err(why) => {
                 tracing::warn!(purchase = %self.p.id, %why, "the payment provider refused the authorization");
-                let outcome = failed(&self.p, "payment_refused");
-                self.finish(outcome, "authorization refused").await
-            }
-            Err(Failure::Unknown(..)) => {
-                // It may exist upstream: compensation finds out and voids it.
-                self.p.auth_unresolved = true;
-                let outcome = failed(&self.p, "payment_unavailable");
-                self.compensate_with(outcome, "authorization unresolved")
+                let outcome = failed(&next, "payment_refused");
+                self.finish_from(next, outcome, "authorization refused")
                     .await
             }
         }
     }
 
-    fn order_request(&self, a: &Attempt) -> Result<(OrderRequest, usize), String> {
-        let c = self
-            .p
-            .candidates
-            .get(a.candidate)
-            .ok_or_else(|| "attempt names no candidate".to_string())?;
-        let seller = self
-            .core
-            .sellers
-            .iter()
-            .position(|s| *s.name == *c.seller)
-            .ok_or_else(|| format!("seller {} is no longer configured", c.seller))?;
-        let currency = Currency::parse(&c.seller_currency).map_err(|e| e.to_string())?;
-        let (_, shipping_token) = self.tokens()?;
-        let detail = format!("{}\u{0}{}\u{0}{}", c.seller, c.offer_id, a.expected_total);
-        Ok((
-            OrderRequest {
-                offer_id: c.offer_id.clone(),
-                expected_total: Money::new(a.expected_total, currency),
-                idempotency_key: call_key(&self.p, "order", &detail),
-                shipping_token: shipping_token.expose().to_string(),
-            },
-            seller,
-        ))
-    }
-
-    async fn order_call(&self, a: &Attempt, forever: bool) -> Result<OrderOutcome, Failure> {
-        let (req, seller) = self.order_request(a).map_err(Failure::Definite)?;
-        let timeout = self.step_timeout();
-        let client = &self.core.sellers[seller];
-        self.retry("order", forever, || async {
-            Ok(client.order(&req, timeout).await?)
-        })
-        .await
-    }
-
-    /// The customer-currency amounts of a confirmed seller total.
-    fn landed_total(&self, c: &Candidate, seller_total: i64) -> Result<(i64, i64, i64), String> {
-        if seller_total == c.seller_price + c.seller_shipping {
-            return Ok((c.price, c.shipping, c.total));
+    /// A confirmed (or changed) total in the customer's currency, or why it is not money.
+    fn land(&self, c: &Candidate, total: Money) -> Result<Landed, BrokenAnswer> {
+        let broken = |why: String| BrokenAnswer(why);
+        if total.minor <= 0 {
+            return Err(broken(format!(
+                "total {} {} is not positive",
+                total.to_decimal(),
+                total.currency.code()
+            )));
         }
-        // The seller changed its total: treat the change as a change of price, shipping
-        // staying as quoted, and convert each part on its own as quotes do.
-        let from = Currency::parse(&c.seller_currency).map_err(|e| e.to_string())?;
-        let to = Currency::parse(&self.p.wanted.currency).map_err(|e| e.to_string())?;
-        let fx = &self.core.fx;
-        let part = |minor: i64| {
-            fx.convert(Money::new(minor, from), to)
+        let seller_currency = Currency::parse(&c.seller_currency)
+            .map_err(|e| broken(format!("seller currency: {e}")))?;
+        let customer = Currency::parse(&self.p.wanted.currency)
+            .map_err(|e| broken(format!("customer currency: {e}")))?;
+        let fx = self.world.fx();
+        let convert = |m: Money| {
+            fx.convert(m, customer)
                 .map(|m| m.minor)
-                .map_err(|e| e.to_string())
+                .map_err(|e| broken(format!("{} {}: {e}", m.to_decimal(), m.currency.code())))
         };
-        let shipping = part(c.seller_shipping.min(seller_total))?;
-        let price = part(seller_total - c.seller_shipping.min(seller_total))?;
-        Ok((price, shipping, price + shipping))
+        let landed = if total.currency == seller_currency {
+            if c.seller_price.checked_add(c.seller_shipping) == Some(total.minor) {
+                Landed {
+                    price: c.price,
+                    shipping: c.shipping,
+                    total: c.total,
+                }
+            } else {
+                // The seller changed its total: take the change as a change of price,
+                // shipping staying as quoted, and convert each part as quotes do.
+                let shipping_s = c.seller_shipping.clamp(0, total.minor);
+                let price_s = total.minor.saturating_sub(shipping_s);
+                let price = convert(Money::new(price_s, seller_currency))?;
+                let shipping = convert(Money::new(shipping_s, seller_currency))?;
+                let sum = price
+                    .checked_add(shipping)
+                    .ok_or_else(|| broken("total overflows".into()))?;
+                Landed {
+                    price,
+                    shipping,
+                    total: sum,
+                }
+            }
+        } else {
+            // Stated in another currency: convert the total as one amount, and keep the
+            // quoted shipping inside it.
+            let sum = convert(total)?;
+            let shipping = c.shipping.clamp(0, sum.max(0));
+            Landed {
+                price: sum.saturating_sub(shipping),
+                shipping,
+                total: sum,
+            }
+        };
+        if landed.total <= 0 || landed.price < 0 {
+            return Err(broken(format!(
+                "total converts to {} {}",
+                landed.total,
+                customer.code()
+            )));
+        }
+        Ok(landed)
     }
 
-    fn note_lowest(&mut self, seller: &str, total: i64) {
-        if self.p.lowest.as_ref().is_none_or(|l| total < l.total) {
-            self.p.lowest = Some(Lowest {
+    /// Remembers the cheapest total seen above the limit.
+    fn note_lowest(&self, next: &mut Purchase, seller: &str, total: i64) {
+        if next.lowest.as_ref().is_none_or(|l| total < l.total) {
+            next.lowest = Some(Lowest {
                 seller: seller.to_string(),
                 total,
                 currency: self.p.wanted.currency.clone(),
@@ -502,12 +582,46 @@ impl Saga {
         }
     }
 
-    async fn order(&mut self) -> Result<(), String> {
+    fn candidate(&self, index: usize) -> Result<Candidate, SagaError> {
+        self.p
+            .candidates
+            .get(index)
+            .cloned()
+            .ok_or_else(|| SagaError::Inconsistent(format!("no candidate {index}")))
+    }
+
+    async fn order(&mut self) -> Result<(), SagaError> {
+        if let Some(doomed) = self.p.cancelling.clone() {
+            // An order we cannot keep (confirmed above the limit, or nonsense): undo it
+            // before anything else is ordered.
+            self.cancel_until_done(&doomed).await;
+            let mut next = self.p.clone();
+            next.cancelling = None;
+            next.skipped = next.skipped.saturating_add(1);
+            return self
+                .commit(next, "cancelled an order we could not keep", false)
+                .await;
+        }
         let attempt = match self.p.attempt.clone() {
-            Some(a) => a,
+            Some(a) => {
+                // Resumed (after a crash) or re-ordering at a new price: the order call
+                // may have gone out, so it must be repeated with its key.
+                self.tokens()?;
+                a
+            }
             None => {
-                let next = self.p.skipped;
-                let Some(c) = self.p.candidates.get(next) else {
+                // Offers above what may be captured (a hold smaller than asked) are not
+                // worth an order.
+                let limit = self.limit();
+                let index = self
+                    .p
+                    .candidates
+                    .iter()
+                    .enumerate()
+                    .skip(self.p.skipped)
+                    .find(|(_, c)| c.total <= limit)
+                    .map_or(self.p.candidates.len(), |(i, _)| i);
+                let Some(c) = self.p.candidates.get(index) else {
                     // Every candidate sold out or no longer fits: release the money.
                     let outcome = if self.p.lowest.is_some() {
                         no_offer(&self.p)
@@ -516,230 +630,248 @@ impl Saga {
                     };
                     return self.compensate_with(outcome, "no candidate left").await;
                 };
+                if let Err(e) = self.tokens() {
+                    // No order call has gone out: undo the hold and say so, rather than
+                    // hold the customer's money while an operator restores the key.
+                    tracing::error!(purchase = %self.p.id, error = %e, "cannot order: the tokens do not open");
+                    self.world.observe(Event::StepError);
+                    let outcome = failed(&self.p, "internal_error");
+                    return self.compensate_with(outcome, "tokens do not open").await;
+                }
+                let expected_total = c
+                    .seller_price
+                    .checked_add(c.seller_shipping)
+                    .ok_or_else(|| SagaError::Inconsistent("candidate total overflows".into()))?;
                 let a = Attempt {
-                    candidate: next,
-                    expected_total: c.seller_price + c.seller_shipping,
+                    candidate: index,
+                    expected_total,
+                    reorders: 0,
                 };
-                self.p.attempt = Some(a.clone());
-                self.persist("ordering", false).await?;
+                let mut next = self.p.clone();
+                next.attempt = Some(a.clone());
+                // `skipped` names the candidate being tried; moving on adds one.
+                next.skipped = index;
+                self.commit(next, "ordering", false).await?;
                 a
             }
         };
-        let c = self
-            .p
-            .candidates
-            .get(attempt.candidate)
-            .cloned()
-            .ok_or_else(|| "attempt names no candidate".to_string())?;
-        match self.order_call(&attempt, false).await {
-            Ok(OrderOutcome::Ordered { order_id, total }) => {
-                let (price, shipping, landed) = self.landed_total(&c, total.minor)?;
-                let placed = PlacedOrder {
-                    seller: c.seller.clone(),
-                    offer_id: c.offer_id.clone(),
-                    order_id,
-                    price,
-                    shipping,
-                    total: landed,
-                };
-                if landed > self.p.wanted.max_price {
-                    // The seller confirmed more than the limit: undo this order (until the
-                    // seller confirms) and try the next candidate.
-                    self.p.order = Some(placed);
-                    self.persist("confirmed above the limit", false).await?;
-                    self.cancel_order().await?;
-                    self.note_lowest(&c.seller, landed);
-                    self.p.order = None;
-                    self.p.order_cancelled = false;
-                    self.p.attempt = None;
-                    self.p.skipped += 1;
-                    return self
-                        .persist("cancelled an order above the limit", false)
-                        .await;
+        let c = self.candidate(attempt.candidate)?;
+        let (_, shipping_token) = self.tokens()?;
+        let seller_currency = Currency::parse(&c.seller_currency)
+            .map_err(|e| SagaError::Inconsistent(e.to_string()))?;
+        // Re-orders at a new price get a key of their own; the first order's key is the
+        // same as it always was, so records written before re-orders counted still
+        // resume with their key.
+        let mut detail = format!(
+            "{}\u{0}{}\u{0}{}",
+            c.seller, c.offer_id, attempt.expected_total
+        );
+        if attempt.reorders > 0 {
+            detail.push_str(&format!("\u{0}{}", attempt.reorders));
+        }
+        let req = OrderRequest {
+            offer_id: c.offer_id.clone(),
+            expected_total: Money::new(attempt.expected_total, seller_currency),
+            idempotency_key: call_key(&self.p, "order", &detail),
+            shipping_token: shipping_token.expose().to_string(),
+        };
+        let world = self.world;
+        let answer = self
+            .until_definite("order", || world.order(&c.seller, &req))
+            .await;
+        let limit = self.limit();
+        let mut next = self.p.clone();
+        next.attempt = None;
+        match answer {
+            Ok(OrderReply::Ordered { order_id, total }) => match self.land(&c, total) {
+                Ok(landed) if landed.total <= limit => {
+                    next.order = Some(PlacedOrder {
+                        seller: c.seller.clone(),
+                        offer_id: c.offer_id.clone(),
+                        order_id,
+                        price: landed.price,
+                        shipping: landed.shipping,
+                        total: landed.total,
+                    });
+                    next.step = Step::Capturing;
+                    self.commit(next, "ordered", false).await
                 }
-                self.p.order = Some(placed);
-                self.p.attempt = None;
-                self.p.step = Step::Capturing;
-                self.persist("ordered", false).await
+                Ok(landed) => {
+                    tracing::info!(purchase = %self.p.id, seller = %c.seller, total = landed.total, limit,
+                        "the seller confirmed more than the limit; cancelling that order");
+                    self.note_lowest(&mut next, &c.seller, landed.total);
+                    next.cancelling = Some(OrderRef {
+                        seller: c.seller.clone(),
+                        order_id,
+                    });
+                    self.commit(next, "confirmed above the limit", false).await
+                }
+                Err(broken) => self.reject_order(next, &c, order_id, &broken.0).await,
+            },
+            Ok(OrderReply::Unconfirmed { order_id, reason }) => {
+                self.reject_order(next, &c, order_id, &reason).await
             }
-            Ok(OrderOutcome::SoldOut) => {
-                self.p.attempt = None;
-                self.p.skipped += 1;
-                self.persist("sold out", false).await
+            Ok(OrderReply::SoldOut) => {
+                next.skipped = next.skipped.saturating_add(1);
+                self.commit(next, "sold out", false).await
             }
-            Ok(OrderOutcome::PriceChanged { total }) => {
-                let (_, _, landed) = self.landed_total(&c, total.minor)?;
-                if landed <= self.p.wanted.max_price && total.minor != attempt.expected_total {
-                    // Still within the limit: order again at the new price.
-                    self.p.attempt = Some(Attempt {
+            Ok(OrderReply::PriceChanged { total }) => match self.land(&c, total) {
+                Ok(landed)
+                    if landed.total <= limit
+                        && total.currency == seller_currency
+                        && total.minor != attempt.expected_total
+                        && attempt.reorders < self.settings.max_reorders =>
+                {
+                    // Still within the limit: order again at the new price, a bounded
+                    // number of times (a seller whose price never settles is skipped).
+                    next.attempt = Some(Attempt {
                         candidate: attempt.candidate,
                         expected_total: total.minor,
+                        reorders: attempt.reorders.saturating_add(1),
                     });
-                    return self.persist("price changed within the limit", false).await;
+                    self.commit(next, "price changed within the limit", false)
+                        .await
                 }
-                self.note_lowest(&c.seller, landed);
-                self.p.attempt = None;
-                self.p.skipped += 1;
-                self.persist("price changed beyond the limit", false).await
-            }
-            Err(Failure::Definite(why)) => {
+                Ok(landed) => {
+                    if landed.total > limit {
+                        self.note_lowest(&mut next, &c.seller, landed.total);
+                    }
+                    next.skipped = next.skipped.saturating_add(1);
+                    self.commit(next, "price changed; skipping the offer", false)
+                        .await
+                }
+                Err(broken) => {
+                    tracing::warn!(purchase = %self.p.id, seller = %c.seller, why = %broken,
+                        "a price change makes no sense; skipping the offer");
+                    next.skipped = next.skipped.saturating_add(1);
+                    self.commit(next, "price change makes no sense", false)
+                        .await
+                }
+            },
+            Err(why) => {
                 tracing::warn!(purchase = %self.p.id, seller = %c.seller, %why, "seller refused the order");
-                self.p.attempt = None;
-                self.p.skipped += 1;
-                self.persist("order refused", false).await
-            }
-            Err(Failure::Unknown(..)) => {
-                self.p.order_unresolved = Some(attempt);
-                self.p.attempt = None;
-                let outcome = failed(&self.p, "seller_unavailable");
-                self.compensate_with(outcome, "order unresolved").await
+                next.skipped = next.skipped.saturating_add(1);
+                self.commit(next, "order refused", false).await
             }
         }
     }
 
-    async fn settle_call(
-        &self,
-        what: &str,
-        forever: bool,
-        make: impl Fn() -> bookbroker_protocols::http::HttpRequest,
-    ) -> Result<SettleOutcome, Failure> {
-        let timeout = self.step_timeout();
-        let purchases = &self.core.purchases;
-        let make = &make;
-        self.retry(what, forever, || async move {
-            let reply = purchases.payment.send(&make(), timeout, 0).await?;
-            Ok(payment::decode_settle(reply.as_reply())?)
-        })
-        .await
+    /// A confirmation that is not money: the order stands at the seller but cannot be
+    /// paid for. It is cancelled (next turn) and the next candidate tried.
+    async fn reject_order(
+        &mut self,
+        mut next: Purchase,
+        c: &Candidate,
+        order_id: String,
+        why: &str,
+    ) -> Result<(), SagaError> {
+        tracing::warn!(purchase = %self.p.id, seller = %c.seller, order = %order_id, %why,
+            "an order confirmation makes no sense; cancelling that order");
+        self.world.observe(Event::BrokenConfirmation);
+        next.cancelling = Some(OrderRef {
+            seller: c.seller.clone(),
+            order_id,
+        });
+        self.commit(next, "confirmation makes no sense", false)
+            .await
     }
 
-    async fn capture(&mut self) -> Result<(), String> {
-        let (Some(auth), Some(order)) = (self.p.authorization.clone(), self.p.order.clone()) else {
-            return Err("capture without an authorization and an order".into());
-        };
-        let key = call_key(&self.p, "capture", "");
-        let outcome = self
-            .settle_call("capture", false, || {
-                payment::encode_capture(&auth, order.total, &key)
+    /// Cancels an order until the seller confirms. A refusal is not final here: an order
+    /// must not stay standing, so the saga keeps asking (and says so in the log).
+    async fn cancel_until_done(&self, order: &OrderRef) {
+        let world = self.world;
+        let result = self
+            .until_definite("cancel", || async {
+                match world.cancel(&order.seller, &order.order_id).await {
+                    Err(CallError::Refused(why)) => Err(CallError::Unknown {
+                        why: format!("cancel refused: {why}"),
+                        retry_after: None,
+                    }),
+                    other => other,
+                }
             })
             .await;
-        match outcome {
-            Ok(SettleOutcome::Done { .. }) => {
+        // `until_definite` returns a refusal only, and refusals were turned into
+        // unknowns above: Ok is the only way out.
+        debug_assert!(result.is_ok());
+    }
+
+    async fn capture(&mut self) -> Result<(), SagaError> {
+        let (Some(auth), Some(order)) = (self.p.authorization.clone(), self.p.order.clone()) else {
+            return Err(SagaError::Inconsistent(
+                "capture without an authorization and an order".into(),
+            ));
+        };
+        if order.total <= 0 || order.total > self.limit() {
+            // Ordering checked this already; a money path checks twice.
+            tracing::error!(purchase = %self.p.id, total = order.total, limit = self.limit(),
+                "refusing to capture an amount outside the limit");
+            let outcome = failed(&self.p, "internal_error");
+            return self
+                .compensate_with(outcome, "capture amount out of bounds")
+                .await;
+        }
+        let key = call_key(&self.p, "capture", "");
+        let world = self.world;
+        let answer = self
+            .until_definite("capture", || world.capture(&auth, order.total, &key))
+            .await;
+        match answer {
+            Ok(SettleOutcome::Done { amount, .. }) => {
+                if let Some(amount) = amount.filter(|a| *a != order.total) {
+                    tracing::error!(purchase = %self.p.id, asked = order.total, captured = amount,
+                        "the payment provider says it captured another amount than asked");
+                }
                 let outcome = purchased(&self.p, &order);
                 self.finish(outcome, "captured").await
             }
-            Ok(SettleOutcome::Refused { error }) => {
-                tracing::warn!(purchase = %self.p.id, %error, "capture refused; compensating");
+            Ok(SettleOutcome::Refused { error: why }) | Err(why) => {
+                tracing::warn!(purchase = %self.p.id, %why, "capture refused; compensating");
                 let outcome = failed(&self.p, "capture_refused");
                 self.compensate_with(outcome, "capture refused").await
             }
-            Err(Failure::Definite(why)) | Err(Failure::Unknown(why, _)) => {
-                tracing::warn!(purchase = %self.p.id, %why, "capture failed; compensating");
-                // Compensation voids first: a void refused as `already_captured` means
-                // the capture did happen, and the purchase succeeded after all.
-                let outcome = failed(&self.p, "payment_unavailable");
-                self.compensate_with(outcome, "capture unresolved").await
-            }
         }
     }
 
-    async fn cancel_order(&mut self) -> Result<(), String> {
-        let Some(order) = self.p.order.clone() else {
-            return Ok(());
-        };
-        if self.p.order_cancelled {
-            return Ok(());
-        }
-        let Some(seller) = self.core.sellers.iter().find(|s| *s.name == *order.seller) else {
-            return Err(format!("seller {} is no longer configured", order.seller));
-        };
-        let timeout = self.step_timeout();
-        let result = self
-            .retry("cancel", true, || async {
-                match seller.cancel(&order.order_id, timeout).await {
-                    Ok(()) => Ok(()),
-                    // A refusal of a cancel is not final for us: an order must not
-                    // stay standing, so keep asking (and say so in the log).
-                    Err(SellerError::Refused(why)) => Err(Failure::Unknown(why, None)),
-                    Err(e) => Err(e.into()),
-                }
-            })
-            .await;
-        match result {
-            Ok(()) => {
-                self.p.order_cancelled = true;
-                self.persist("order cancelled", false).await
-            }
-            Err(Failure::Definite(why)) | Err(Failure::Unknown(why, _)) => Err(why),
-        }
-    }
-
-    async fn compensate(&mut self) -> Result<(), String> {
-        if self.p.auth_unresolved {
-            // Repeat the authorization (same key) until the provider says what happened.
-            let outcome = loop {
-                match self.authorize_call().await {
-                    Err(Failure::Unknown(..)) => continue,
-                    other => break other,
-                }
-            };
-            if let Ok(AuthorizeOutcome::Authorized { id, .. }) = outcome {
-                self.p.authorization = Some(id);
-            }
-            self.p.auth_unresolved = false;
-            self.persist("authorization resolved", false).await?;
-        }
-        if let Some(attempt) = self.p.order_unresolved.clone() {
-            let outcome = loop {
-                match self.order_call(&attempt, true).await {
-                    Err(Failure::Unknown(..)) => continue,
-                    other => break other,
-                }
-            };
-            if let Ok(OrderOutcome::Ordered { order_id, total }) = outcome {
-                let c = self
-                    .p
-                    .candidates
-                    .get(attempt.candidate)
-                    .cloned()
-                    .ok_or_else(|| "attempt names no candidate".to_string())?;
-                let (price, shipping, landed) = self.landed_total(&c, total.minor)?;
-                self.p.order = Some(PlacedOrder {
-                    seller: c.seller,
-                    offer_id: c.offer_id,
-                    order_id,
-                    price,
-                    shipping,
-                    total: landed,
-                });
-            }
-            self.p.order_unresolved = None;
-            self.persist("order resolved", false).await?;
-        }
+    async fn compensate(&mut self) -> Result<(), SagaError> {
         if let (Some(auth), false) = (self.p.authorization.clone(), self.p.voided) {
             let key = call_key(&self.p, "void", "");
-            let result = self
-                .settle_call("void", true, || payment::encode_void(&auth, &key))
+            let world = self.world;
+            let answer = self
+                .until_definite("void", || world.void(&auth, &key))
                 .await;
-            match result {
+            match answer {
                 Ok(SettleOutcome::Refused { error }) if error == "already_captured" => {
-                    if let Some(order) = self.p.order.clone() {
-                        if !self.p.order_cancelled {
-                            let outcome = purchased(&self.p, &order);
-                            return self.finish(outcome, "capture had succeeded").await;
-                        }
+                    // The money was taken after all: if the order stands, the purchase
+                    // succeeded.
+                    if let (Some(order), false) = (self.p.order.clone(), self.p.order_cancelled) {
+                        let outcome = purchased(&self.p, &order);
+                        return self.finish(outcome, "capture had succeeded").await;
                     }
                     tracing::error!(purchase = %self.p.id, "authorization captured without a standing order; needs a refund");
                 }
-                Ok(_) => {}
-                Err(Failure::Definite(why)) | Err(Failure::Unknown(why, _)) => {
-                    tracing::error!(purchase = %self.p.id, %why, "void refused");
+                Ok(SettleOutcome::Refused { error }) => {
+                    tracing::info!(purchase = %self.p.id, %error, "void refused: nothing is held");
+                }
+                Ok(SettleOutcome::Done { .. }) => {}
+                Err(why) => {
+                    tracing::warn!(purchase = %self.p.id, %why, "void refused: nothing is held");
                 }
             }
-            self.p.voided = true;
-            self.persist("authorization voided", false).await?;
+            let mut next = self.p.clone();
+            next.voided = true;
+            self.commit(next, "authorization voided", false).await?;
         }
-        self.cancel_order().await?;
+        if let (Some(order), false) = (self.p.order.clone(), self.p.order_cancelled) {
+            let doomed = OrderRef {
+                seller: order.seller,
+                order_id: order.order_id,
+            };
+            self.cancel_until_done(&doomed).await;
+            let mut next = self.p.clone();
+            next.order_cancelled = true;
+            self.commit(next, "order cancelled", false).await?;
+        }
         let outcome = self
             .p
             .compensation
@@ -749,11 +881,15 @@ impl Saga {
     }
 }
 
-/// Exponential backoff with jitter: about 50 ms, 100 ms, … up to 2 s.
-fn backoff(attempt: u32) -> Duration {
+/// Exponential backoff with jitter: about 50 ms, 100 ms, … up to `cap`.
+pub fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
     let base = 50u64
-        .saturating_mul(1 << attempt.min(6).saturating_sub(1))
-        .min(2000);
+        .saturating_mul(1u64 << attempt.clamp(1, 16).saturating_sub(1))
+        .min(cap_ms);
     let jitter = rand::thread_rng().gen_range(0..=base / 2);
-    Duration::from_millis(base / 2 + jitter + base / 4)
+    Duration::from_millis((base / 2 + jitter + base / 4).min(cap_ms))
 }
+
+#[cfg(test)]
+mod tests;

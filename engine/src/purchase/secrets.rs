@@ -191,6 +191,11 @@ fn key_file(data_dir: &Path) -> Result<String, SecretError> {
         f.sync_all().map_err(err)?;
     }
     std::fs::rename(&tmp, &path).map_err(err)?;
+    // The rename lives in the directory: sync it too, or a power cut could lose the key
+    // file while purchases sealed with it are already on disk.
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(err)?;
     Ok(text)
 }
 

@@ -1,0 +1,441 @@
+//! The saga's world on a core: the sellers and the payment provider over this core's
+//! connections, the shard's storage with group commit, the core's timer and metrics.
+//!
+//! This is where transport and codec errors are sorted into the saga's two kinds of
+//! partner failure: a clear refusal (nothing happened upstream) and an unknown outcome
+//! (repeat with the same key).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookbroker_protocols::payment::{self, AuthorizeOutcome, AuthorizeRequest, SettleOutcome};
+use bookbroker_protocols::{
+    ConditionFilter, Currency, DecodeError, FxTable, Isbn, OrderOutcome, OrderRequest, QuoteQuery,
+};
+use bookbroker_storage::Batch;
+use futures_channel::oneshot;
+
+use super::durable::GroupCommit;
+use super::record::{Candidate, Purchase, Step, Wanted};
+use super::saga::{CallError, Event, OrderReply, Partners, Quotes, Saga, SagaError, Settings};
+use super::secrets::{Secret, TokenCipher};
+use crate::metrics::{Counter, Gauge};
+use crate::net::{Endpoint, HttpPool, NetError, OwnedReply};
+use crate::quotes::{self, QuoteRequest};
+use crate::sellers::SellerError;
+use crate::server::Core;
+
+/// One shard as its owning core sees it: storage plus the purchases running on it.
+pub struct ShardOwner {
+    /// The shard with its group commit.
+    pub commit: Rc<GroupCommit>,
+    /// Purchases in progress, by id, each with the tasks waiting for its end.
+    pub running: RefCell<HashMap<String, Vec<oneshot::Sender<()>>>>,
+}
+
+/// A core's purchase machinery: the shards it owns and its payment client.
+pub struct Purchases {
+    /// Owned shards by index.
+    pub shards: HashMap<u32, Rc<ShardOwner>>,
+    /// Shards in the data directory.
+    pub shard_count: u32,
+    /// The payment provider, over this core's connections.
+    pub payment: HttpPool,
+    /// Token encryption and request fingerprints.
+    pub cipher: Arc<TokenCipher>,
+    /// Sagas running on this core (bounded by `purchases.max_running_per_core`).
+    pub running: Cell<usize>,
+}
+
+impl Purchases {
+    /// Builds the payment client for `url`.
+    pub fn payment_pool(url: &str) -> Result<HttpPool, NetError> {
+        let endpoint = Endpoint::parse(url)?;
+        let tls = if url.starts_with("https://") {
+            Some(crate::net::client_config(None)?)
+        } else {
+            None
+        };
+        HttpPool::new(vec![endpoint], tls, 4096)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Sorts a seller failure during a purchase: a clear refusal, or an unknown outcome.
+fn seller_failure(e: SellerError) -> CallError {
+    match e {
+        SellerError::Refused(why) => CallError::Refused(why),
+        SellerError::RateLimited { retry_after_ms }
+        | SellerError::InProgress { retry_after_ms } => CallError::Unknown {
+            why: e.to_string(),
+            retry_after: retry_after_ms.map(Duration::from_millis),
+        },
+        // Timeouts, broken connections, 5xx, unreadable answers: the partner may have
+        // acted. `Unavailable` (our own concurrency cap) sent nothing, and asking again
+        // later is right for it too.
+        other => CallError::Unknown {
+            why: other.to_string(),
+            retry_after: None,
+        },
+    }
+}
+
+/// Sorts a payment provider failure the same way.
+fn payment_failure(e: DecodeError) -> CallError {
+    match e {
+        DecodeError::Busy { retry_after_ms } | DecodeError::InProgress { retry_after_ms } => {
+            CallError::Unknown {
+                why: e.to_string(),
+                retry_after: retry_after_ms.map(Duration::from_millis),
+            }
+        }
+        DecodeError::Status(s) if s < 500 => CallError::Refused(e.to_string()),
+        DecodeError::Remote { .. } => CallError::Refused(e.to_string()),
+        other => CallError::Unknown {
+            why: other.to_string(),
+            retry_after: None,
+        },
+    }
+}
+
+fn net_failure(e: NetError) -> CallError {
+    CallError::Unknown {
+        why: format!("payment provider: {e}"),
+        retry_after: None,
+    }
+}
+
+/// The saga's world on one core, for purchases of one shard.
+pub struct CoreWorld {
+    core: Rc<Core>,
+    owner: Rc<ShardOwner>,
+}
+
+impl CoreWorld {
+    fn step_timeout(&self) -> Duration {
+        Duration::from_millis(self.core.shared.config.purchases.step_timeout_ms)
+    }
+
+    fn payment_timeout(&self) -> Duration {
+        Duration::from_millis(self.core.shared.config.payment.timeout_ms)
+    }
+
+    async fn pay(
+        &self,
+        req: &bookbroker_protocols::http::HttpRequest,
+    ) -> Result<OwnedReply, CallError> {
+        self.core
+            .purchases
+            .payment
+            .call(req, self.payment_timeout())
+            .await
+            .map_err(net_failure)
+    }
+
+    fn seller(&self, name: &str) -> Result<&crate::sellers::SellerClient, CallError> {
+        // A seller removed from the config cannot be asked; the outcome of what it was
+        // asked before stays unknown, so the purchase waits for the seller to return.
+        self.core
+            .sellers
+            .iter()
+            .find(|s| *s.name == *name)
+            .ok_or_else(|| CallError::Unknown {
+                why: format!("seller {name} is no longer configured"),
+                retry_after: Some(Duration::from_secs(30)),
+            })
+    }
+}
+
+impl Partners for CoreWorld {
+    async fn quote(&self, wanted: &Wanted) -> Result<Quotes, SagaError> {
+        let inconsistent = |e: String| SagaError::Inconsistent(e);
+        let query = match (&wanted.isbn, &wanted.title) {
+            (Some(i), _) => {
+                QuoteQuery::Isbn(Isbn::parse(i).map_err(|e| inconsistent(e.to_string()))?)
+            }
+            (None, Some(t)) => QuoteQuery::Title(t.clone()),
+            (None, None) => return Err(inconsistent("purchase without isbn or title".into())),
+        };
+        let currency =
+            Currency::parse(&wanted.currency).map_err(|e| inconsistent(e.to_string()))?;
+        let req = QuoteRequest {
+            query,
+            currency,
+            condition: ConditionFilter::parse(&wanted.condition).unwrap_or(ConditionFilter::Any),
+        };
+        let core = &self.core;
+        let deadline =
+            Instant::now() + Duration::from_millis(core.shared.config.quotes.deadline_ms);
+        let results = quotes::fan_out(core, &req.query, deadline).await;
+        let mut landed = Vec::new();
+        let mut any_failed = false;
+        for r in &results {
+            let name = core.sellers.get(r.seller).map_or("?", |s| &*s.name);
+            match &r.outcome {
+                Ok(offers) => {
+                    if quotes::land(&req, name, offers, &core.fx, &mut landed).is_err() {
+                        any_failed = true;
+                    }
+                }
+                Err(_) => any_failed = true,
+            }
+        }
+        landed.sort_by(|a, b| {
+            a.total
+                .cmp(&b.total)
+                .then_with(|| a.seller.cmp(b.seller))
+                .then_with(|| a.offer.offer_id.cmp(&b.offer.offer_id))
+        });
+        let landed = landed
+            .iter()
+            .map(|l| Candidate {
+                seller: l.seller.to_string(),
+                offer_id: l.offer.offer_id.clone(),
+                seller_price: l.offer.price,
+                seller_shipping: l.offer.shipping,
+                seller_currency: l.offer.currency.code().to_string(),
+                price: l.price,
+                shipping: l.shipping,
+                total: l.total,
+            })
+            .collect();
+        Ok(Quotes { landed, any_failed })
+    }
+
+    async fn authorize(
+        &self,
+        req: &AuthorizeRequest,
+        key: &str,
+    ) -> Result<AuthorizeOutcome, CallError> {
+        let reply = self.pay(&payment::encode_authorize(req, key)).await?;
+        payment::decode_authorize(reply.as_reply()).map_err(payment_failure)
+    }
+
+    async fn order(&self, seller: &str, req: &OrderRequest) -> Result<OrderReply, CallError> {
+        let client = self.seller(seller)?;
+        match client.order(req, self.step_timeout()).await {
+            Ok(OrderOutcome::Ordered { order_id, total }) => {
+                Ok(OrderReply::Ordered { order_id, total })
+            }
+            Ok(OrderOutcome::SoldOut) => Ok(OrderReply::SoldOut),
+            Ok(OrderOutcome::PriceChanged { total }) => Ok(OrderReply::PriceChanged { total }),
+            Err(SellerError::Unconfirmed { order_id, reason }) => {
+                Ok(OrderReply::Unconfirmed { order_id, reason })
+            }
+            Err(e) => Err(seller_failure(e)),
+        }
+    }
+
+    async fn cancel(&self, seller: &str, order_id: &str) -> Result<(), CallError> {
+        let client = self.seller(seller)?;
+        client
+            .cancel(order_id, self.step_timeout())
+            .await
+            .map_err(seller_failure)
+    }
+
+    async fn capture(
+        &self,
+        authorization: &str,
+        amount: i64,
+        key: &str,
+    ) -> Result<SettleOutcome, CallError> {
+        let reply = self
+            .pay(&payment::encode_capture(authorization, amount, key))
+            .await?;
+        payment::decode_settle(reply.as_reply()).map_err(payment_failure)
+    }
+
+    async fn void(&self, authorization: &str, key: &str) -> Result<SettleOutcome, CallError> {
+        let reply = self.pay(&payment::encode_void(authorization, key)).await?;
+        payment::decode_settle(reply.as_reply()).map_err(payment_failure)
+    }
+
+    async fn save(&self, p: &Purchase, note: &str, sync: bool) -> Result<(), SagaError> {
+        let storage = |e: String| SagaError::Storage(e);
+        let record = serde_json::to_vec(p).map_err(|e| storage(e.to_string()))?;
+        let entry = serde_json::to_vec(&serde_json::json!({
+            "at_ms": now_ms(), "step": p.step, "note": note,
+        }))
+        .map_err(|e| storage(e.to_string()))?;
+        let mut batch = Batch::default();
+        let done = p.step == Step::Done;
+        batch.put_purchase(&p.id, &record, !done);
+        batch.append_journal(&p.id, p.journal_seq, &entry);
+        if done {
+            let keep = self
+                .core
+                .shared
+                .config
+                .purchases
+                .key_retention_hours
+                .saturating_mul(3_600_000);
+            batch
+                .expire_at(&p.id, &p.customer, &p.key, now_ms().saturating_add(keep))
+                .map_err(|e| storage(e.to_string()))?;
+        }
+        let ticket = self
+            .owner
+            .commit
+            .write(batch)
+            .map_err(|e| storage(e.to_string()))?;
+        if sync {
+            self.owner
+                .commit
+                .durable(ticket, &self.core)
+                .await
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    async fn sleep(&self, pause: Duration) {
+        crate::net::sleep(pause).await;
+    }
+
+    fn open_tokens(&self, sealed: &str) -> Result<(Secret, Secret), SagaError> {
+        let plain = self
+            .core
+            .purchases
+            .cipher
+            .open(sealed)
+            .map_err(|e| SagaError::Secrets(e.to_string()))?;
+        let pair: (String, String) = serde_json::from_slice(&plain)
+            .map_err(|_| SagaError::Secrets("the sealed tokens are damaged".into()))?;
+        Ok((Secret::new(pair.0), Secret::new(pair.1)))
+    }
+
+    fn fx(&self) -> &FxTable {
+        &self.core.fx
+    }
+
+    fn observe(&self, event: Event) {
+        let metrics = &self.core.shared.metrics;
+        let core = self.core.index;
+        match event {
+            Event::CallRepeated => metrics.inc_counter(core, Counter::PurchaseCallsRepeated),
+            Event::BrokenConfirmation => metrics.inc_counter(core, Counter::BrokenConfirmations),
+            Event::StepError => metrics.inc_counter(core, Counter::PurchaseStepErrors),
+            Event::Stuck(stuck) => {
+                metrics.add_gauge(core, Gauge::PurchasesStuck, if stuck { 1 } else { -1 })
+            }
+            Event::Finished { purchased } => metrics.inc_counter(
+                core,
+                if purchased {
+                    Counter::PurchasesPurchased
+                } else {
+                    Counter::PurchasesNotPurchased
+                },
+            ),
+        }
+    }
+}
+
+/// Runs the saga of `p` on this core to its end, then wakes everyone waiting for it and
+/// releases its place in the running counts. `p` must already be registered in
+/// `owner.running` and counted by [`RunningGuard::enter`].
+pub async fn run(core: Rc<Core>, owner: Rc<ShardOwner>, p: Purchase, guard: RunningGuard) {
+    let cfg = &core.shared.config.purchases;
+    let settings = Settings {
+        step_retry: Duration::from_millis(cfg.step_retry_ms),
+        max_reorders: cfg.max_reorders,
+    };
+    let world = CoreWorld {
+        core: Rc::clone(&core),
+        owner: Rc::clone(&owner),
+    };
+    let end = Saga::new(&world, settings, p).run().await;
+    let waiters = owner.running.borrow_mut().remove(&end.id);
+    drop(guard);
+    for w in waiters.into_iter().flatten() {
+        let _ = w.send(());
+    }
+}
+
+/// A running saga's place in the per-core and per-customer counts; released on drop.
+pub struct RunningGuard {
+    core: Rc<Core>,
+    customer: String,
+}
+
+impl RunningGuard {
+    /// Counts a saga of `customer` as running on `core`.
+    pub fn enter(core: &Rc<Core>, customer: &str) -> RunningGuard {
+        core.purchases
+            .running
+            .set(core.purchases.running.get().saturating_add(1));
+        core.shared.running_per_customer.enter(customer);
+        core.shared
+            .metrics
+            .add_gauge(core.index, Gauge::PurchasesRunning, 1);
+        RunningGuard {
+            core: Rc::clone(core),
+            customer: customer.to_string(),
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let core = &self.core;
+        core.purchases
+            .running
+            .set(core.purchases.running.get().saturating_sub(1));
+        core.shared.running_per_customer.leave(&self.customer);
+        core.shared
+            .metrics
+            .add_gauge(core.index, Gauge::PurchasesRunning, -1);
+    }
+}
+
+/// Running purchases per customer, across every core. Touched twice per purchase (not
+/// per quote), so a lock is cheap enough and keeps the count exact.
+#[derive(Debug, Default)]
+pub struct CustomerCounts {
+    counts: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl CustomerCounts {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, usize>) -> T) -> T {
+        // A poisoned lock only means another core panicked mid-update of a counter;
+        // the counts are still usable.
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut map)
+    }
+
+    /// Running purchases of `customer`.
+    pub fn get(&self, customer: &str) -> usize {
+        self.with(|m| m.get(customer).copied().unwrap_or(0))
+    }
+
+    fn enter(&self, customer: &str) {
+        self.with(|m| {
+            let n = m.entry(customer.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+        });
+    }
+
+    fn leave(&self, customer: &str) {
+        self.with(|m| {
+            if let Some(n) = m.get_mut(customer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(customer);
+                }
+            }
+        });
+    }
+}
