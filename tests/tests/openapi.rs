@@ -224,8 +224,9 @@ fn the_purchase_routes_answer_as_documented() {
     }
     for code in documented(&spec, "/v1/purchases", "post") {
         // 409 needs a purchase still running (purchases.rs races for it); 503 a
-        // saturated or stopping engine.
-        if code == 409 || code == 503 {
+        // saturated or stopping engine; 408 a body that trickles in and 429 too many
+        // running purchases (purchase_bounds.rs produces both).
+        if matches!(code, 408 | 409 | 429 | 503) {
             continue;
         }
         assert!(
