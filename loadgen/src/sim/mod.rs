@@ -30,8 +30,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use emit::api_key_sha256;
 pub use scenario::{
-    CatalogueSpec, CustomerSpec, EngineSpec, FaultSpec, FxSpec, LatencySpec, PaymentSpec, Protocol,
-    RuntimeSpec, Scenario, SellerSpec,
+    CatalogueSpec, ConfirmLie, CustomerSpec, EngineSpec, FaultSpec, FxSpec, LatencySpec,
+    PaymentCall, PaymentSpec, Protocol, RuntimeSpec, Scenario, SellerSpec,
 };
 
 use self::http::HttpApp;

@@ -976,3 +976,124 @@ hang = true
     );
     sim.stop();
 }
+
+// ---- partner behaviours: options and validation -------------------------------------
+
+#[test]
+fn partner_options_default_to_off() {
+    let s = Scenario::from_toml_str(&minimal("")).expect("valid");
+    let f = &s.sellers[0].faults;
+    assert_eq!(
+        (
+            f.confirm_lie_rate,
+            f.confirm_lie,
+            f.confirm_currency.as_deref()
+        ),
+        (0.0, None, None)
+    );
+    assert_eq!(f.inflate_pct, 10.0);
+    assert_eq!((f.order_slow_first_rate, f.order_slow_first_ms), (0.0, 0));
+    assert_eq!((f.cancel_stall_rate, f.cancel_stall_ms), (0.0, 0));
+    let p = &s.payment;
+    assert_eq!((p.slow_first_rate, p.slow_first_ms), (0.0, 0));
+    assert_eq!(
+        (p.error_rate, p.reset_rate, p.fault_after_effect),
+        (0.0, 0.0, 0.5)
+    );
+    assert_eq!(
+        p.faults_on,
+        vec![
+            PaymentCall::Authorize,
+            PaymentCall::Capture,
+            PaymentCall::Void
+        ]
+    );
+    assert_eq!(p, &PaymentSpec::default());
+    let all = Scenario::from_toml_str(&minimal(
+        "[sellers.faults]\nconfirm_lie_rate = 0.5\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"\ninflate_pct = 2.5\norder_slow_first_rate = 0.25\norder_slow_first_ms = 300\ncancel_stall_rate = 1\ncancel_stall_ms = 50",
+    ))
+    .expect("valid");
+    let f = &all.sellers[0].faults;
+    assert_eq!(f.confirm_lie, Some(ConfirmLie::OtherCurrency));
+    assert_eq!(f.confirm_currency.as_deref(), Some("EUR"));
+    assert_eq!((f.inflate_pct, f.order_slow_first_ms), (2.5, 300));
+    let pay = Scenario::from_toml_str(&format!(
+        "[payment]\nslow_first_rate = 0.1\nslow_first_ms = 900\nerror_rate = 0.2\nreset_rate = 0.3\nfaults_on = [\"capture\", \"refund\"]\nfault_after_effect = 1.0\n{}",
+        minimal("")
+    ))
+    .expect("valid");
+    assert_eq!(
+        pay.payment.faults_on,
+        vec![PaymentCall::Capture, PaymentCall::Refund]
+    );
+    assert_eq!(pay.payment.slow_first_ms, 900);
+}
+
+#[test]
+fn partner_option_errors_name_the_field() {
+    let seller = |lines: &str| invalid_field(&minimal(&format!("[sellers.faults]\n{lines}")));
+    let at = "sellers[0] (a).faults";
+    for (lines, field) in [
+        (
+            "confirm_lie_rate = 1.5\nconfirm_lie = \"negative\"",
+            "confirm_lie_rate",
+        ),
+        ("confirm_lie_rate = -0.1", "confirm_lie_rate"),
+        ("confirm_lie_rate = 0.5", "confirm_lie"),
+        (
+            "confirm_lie_rate = 0.5\nconfirm_lie = \"other_currency\"",
+            "confirm_currency",
+        ),
+        ("confirm_currency = \"XYZ\"", "confirm_currency"),
+        ("confirm_currency = \"usd\"", "confirm_currency"),
+        ("confirm_currency = \"GBP\"", "confirm_currency"),
+        ("confirm_currency = \"USD\"", "confirm_currency"),
+        ("inflate_pct = -1", "inflate_pct"),
+        ("inflate_pct = 1001", "inflate_pct"),
+        ("inflate_pct = nan", "inflate_pct"),
+        ("order_slow_first_rate = 1.01", "order_slow_first_rate"),
+        ("order_slow_first_ms = 3600001", "order_slow_first_ms"),
+        ("cancel_stall_rate = 2", "cancel_stall_rate"),
+        ("cancel_stall_ms = 99999999", "cancel_stall_ms"),
+    ] {
+        assert_eq!(seller(lines), format!("{at}.{field}"), "{lines}");
+    }
+    let payment = |lines: &str| invalid_field(&format!("[payment]\n{lines}\n{}", minimal("")));
+    for (lines, field) in [
+        ("slow_first_rate = 1.5", "payment.slow_first_rate"),
+        ("slow_first_ms = 3600001", "payment.slow_first_ms"),
+        ("error_rate = -1", "payment.error_rate"),
+        ("reset_rate = 1.1", "payment.reset_rate"),
+        ("fault_after_effect = 2", "payment.fault_after_effect"),
+        ("error_rate = 0.6\nreset_rate = 0.6", "payment"),
+    ] {
+        assert_eq!(payment(lines), field, "{lines}");
+    }
+    // Unknown names are parse errors that name the value or the key.
+    for (text, needle) in [
+        (minimal("[sellers.faults]\nconfirm_lie = \"fibs\""), "fibs"),
+        (
+            format!("[payment]\nfaults_on = [\"refnd\"]\n{}", minimal("")),
+            "refnd",
+        ),
+        (
+            format!("[payment]\nslow_ms = 3\n{}", minimal("")),
+            "slow_ms",
+        ),
+        (
+            minimal("[sellers.faults]\nslow_first_ms = 3"),
+            "slow_first_ms",
+        ),
+        (
+            minimal("[sellers.faults]\norder_slow_first_ms = -5"),
+            "order_slow_first_ms",
+        ),
+    ] {
+        let err = Scenario::from_toml_str(&text).expect_err(needle);
+        assert!(matches!(err, SimError::Parse(_)), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    // A rate table the converter cannot use is named when a lie needs it.
+    let bad_fx = "[fx]\nbase = \"USD\"\nrates = { USD = 2.0, EUR = 1.08 }\n[[sellers]]\nname = \"a\"\nprotocol = \"json\"\n[sellers.faults]\nconfirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"\n";
+    assert_eq!(invalid_field(bad_fx), "fx.rates");
+}
