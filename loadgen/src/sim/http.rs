@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::payment::{json_error, PaymentOp, PaymentState};
 use super::rng::fast_u64;
 use super::seller::{
-    bump, CancelError, Fault, OrderError, RequestKind, SellerState, SellerStatsView,
+    bump, CancelError, Fault, OrderError, OrderReply, RequestKind, SellerState, SellerStatsView,
 };
 
 /// Largest request body read.
@@ -275,7 +275,7 @@ fn quote_answer(
     }
 }
 
-async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<SimBody> {
+async fn json_handle(seller: &Arc<SellerState>, req: Request<Incoming>) -> Response<SimBody> {
     use json_seller::server::{self as codec, Route};
     let retry_after = seller.faults.retry_after_s;
     let overload = || codec::encode_error(429, "overloaded", Some(retry_after));
@@ -308,8 +308,9 @@ async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<S
                 return resp;
             }
             let answer = match codec::decode_order(key.as_deref(), &body) {
-                Ok(order) => match seller.order(&order) {
-                    Ok(outcome) => codec::encode_order(&outcome),
+                Ok(order) => match seller.order(&order).await {
+                    Ok(OrderReply::Outcome(outcome)) => codec::encode_order(&outcome),
+                    Ok(OrderReply::InProgress) => codec::encode_in_progress(),
                     Err(OrderError::UnknownOffer) => {
                         codec::encode_error(404, "unknown_offer", None)
                     }
@@ -326,7 +327,7 @@ async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<S
             {
                 return resp;
             }
-            let answer = match seller.cancel(&order_id) {
+            let answer = match seller.cancel_answer(&order_id).await {
                 Ok(()) => codec::encode_cancel(&order_id),
                 Err(CancelError::UnknownOrder) => codec::encode_error(404, "unknown_order", None),
             };
@@ -343,7 +344,7 @@ async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<S
     }
 }
 
-async fn xml_handle(seller: &SellerState, req: Request<Incoming>) -> Response<SimBody> {
+async fn xml_handle(seller: &Arc<SellerState>, req: Request<Incoming>) -> Response<SimBody> {
     use xml_seller::server::{self as codec, Route};
     let retry_after = seller.faults.retry_after_s;
     let overload = || codec::encode_error(503, "busy", Some(retry_after));
@@ -371,8 +372,9 @@ async fn xml_handle(seller: &SellerState, req: Request<Incoming>) -> Response<Si
                 return resp;
             }
             let answer = match codec::decode_order(&body, seller.currency) {
-                Ok(order) => match seller.order(&order) {
-                    Ok(outcome) => codec::encode_order(&outcome),
+                Ok(order) => match seller.order(&order).await {
+                    Ok(OrderReply::Outcome(outcome)) => codec::encode_order(&outcome),
+                    Ok(OrderReply::InProgress) => codec::encode_in_progress(),
                     Err(OrderError::UnknownOffer) => codec::encode_error(404, "unknownBook", None),
                     Err(e @ OrderError::WrongCurrency { .. }) => {
                         codec::encode_error(400, &format!("wrongCurrency: {e}"), None)
@@ -392,7 +394,7 @@ async fn xml_handle(seller: &SellerState, req: Request<Incoming>) -> Response<Si
                 return resp;
             }
             let answer = match codec::decode_cancel(&body) {
-                Ok(order_id) => match seller.cancel(&order_id) {
+                Ok(order_id) => match seller.cancel_answer(&order_id).await {
                     Ok(()) => codec::encode_cancel(),
                     Err(CancelError::UnknownOrder) => {
                         codec::encode_error(404, "unknownOrder", None)

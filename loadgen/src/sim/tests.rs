@@ -7,14 +7,27 @@ use std::time::Duration;
 
 use bookbroker_protocols::payment::{LedgerKind, SettleOutcome};
 use bookbroker_protocols::{
-    Condition, Currency, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
+    Condition, Currency, FxTable, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
 };
 
 use super::catalogue::{books, seller_offers, SellerCatalogueSpec};
 use super::payment::{PaymentOp, PaymentState};
 use super::scenario::PriceBounds;
-use super::seller::{CancelError, Fault, OrderError, RequestKind, SellerSetup, SellerState};
+use super::seller::{
+    self, CancelError, Fault, LieModel, OrderError, OrderReply, Placed, RequestKind, SellerSetup,
+    SellerState,
+};
 use super::*;
+
+impl SellerState {
+    /// The outcome of an order, without any wait (the order model alone).
+    fn order_sync(&self, req: &OrderRequest) -> Result<OrderOutcome, OrderError> {
+        match self.place(req)? {
+            Placed::Now(OrderReply::Outcome(outcome)) | Placed::Held { outcome, .. } => Ok(outcome),
+            Placed::Now(OrderReply::InProgress) => panic!("key in progress"),
+        }
+    }
+}
 
 const DEMO: &str = include_str!("../../scenarios/demo.toml");
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -252,6 +265,7 @@ fn seller(faults: FaultSpec) -> SellerState {
         faults,
         title_results_max: 100,
         stale_listings: false,
+        lie: None,
     })
 }
 
@@ -277,16 +291,19 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
     let s = seller(FaultSpec::default());
     assert_eq!(s.offer_count(), 2);
     assert_eq!(quantity(&s, "o-1"), Some(2));
-    let first = s.order(&order("o-1", 1300, "k1")).expect("order");
+    let first = s.order_sync(&order("o-1", 1300, "k1")).expect("order");
     let OrderOutcome::Ordered { order_id, total } = first.clone() else {
         panic!("{first:?}")
     };
     assert_eq!(total, Money::new(1300, Currency::USD));
     assert_eq!(quantity(&s, "o-1"), Some(1));
     // Same key: same answer, no second decrement.
-    assert_eq!(s.order(&order("o-1", 1300, "k1")).expect("repeat"), first);
+    assert_eq!(
+        s.order_sync(&order("o-1", 1300, "k1")).expect("repeat"),
+        first
+    );
     assert_eq!(quantity(&s, "o-1"), Some(1));
-    let second = s.order(&order("o-1", 1300, "k2")).expect("order 2");
+    let second = s.order_sync(&order("o-1", 1300, "k2")).expect("order 2");
     assert!(matches!(second, OrderOutcome::Ordered { .. }));
     assert_eq!(
         quantity(&s, "o-1"),
@@ -294,7 +311,7 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
         "sold out offers leave the quotes"
     );
     assert_eq!(
-        s.order(&order("o-1", 1300, "k3")).expect("sold out"),
+        s.order_sync(&order("o-1", 1300, "k3")).expect("sold out"),
         OrderOutcome::SoldOut
     );
     s.cancel(&order_id).expect("cancel");
@@ -306,7 +323,10 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
         "a second cancel gives nothing back"
     );
     // The cancelled order's key still answers with the first result.
-    assert_eq!(s.order(&order("o-1", 1300, "k1")).expect("repeat"), first);
+    assert_eq!(
+        s.order_sync(&order("o-1", 1300, "k1")).expect("repeat"),
+        first
+    );
     let admin = s.admin_orders();
     assert_eq!(admin.seller, "t");
     assert_eq!(admin.orders.len(), 2);
@@ -321,19 +341,19 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
     );
     assert_eq!(admin.orders[1].idempotency_key, "k2");
     assert_eq!(
-        s.order(&order("nope", 1, "k9")),
+        s.order_sync(&order("nope", 1, "k9")),
         Err(OrderError::UnknownOffer)
     );
     assert_eq!(s.cancel("so-99"), Err(CancelError::UnknownOrder));
     let mut eur = order("o-2", 2000, "k10");
     eur.expected_total = Money::new(2000, Currency::EUR);
     assert!(matches!(
-        s.order(&eur),
+        s.order_sync(&eur),
         Err(OrderError::WrongCurrency { .. })
     ));
     // A stale (lower) expectation meets the current price.
     assert_eq!(
-        s.order(&order("o-2", 1999, "k11")).expect("stale"),
+        s.order_sync(&order("o-2", 1999, "k11")).expect("stale"),
         OrderOutcome::PriceChanged {
             total: Money::new(2000, Currency::USD)
         }
@@ -347,7 +367,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
         drift_pct: 10.0,
         ..FaultSpec::default()
     });
-    let changed = s.order(&order("o-1", 1300, "d1")).expect("order");
+    let changed = s.order_sync(&order("o-1", 1300, "d1")).expect("order");
     assert_eq!(
         changed,
         OrderOutcome::PriceChanged {
@@ -356,7 +376,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
     );
     assert_eq!(quantity(&s, "o-1"), Some(2), "no copy taken");
     let ok = s
-        .order(&order("o-1", 1430, "d1"))
+        .order_sync(&order("o-1", 1430, "d1"))
         .expect("order at drifted price");
     assert!(
         matches!(ok, OrderOutcome::Ordered { total, .. } if total.minor == 1430),
@@ -370,9 +390,9 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
     let mut drifted = 0;
     for i in 0..400 {
         let key = format!("key-{i}");
-        let a = half.order(&order("nope", 0, &key));
+        let a = half.order_sync(&order("nope", 0, &key));
         assert_eq!(a, Err(OrderError::UnknownOffer));
-        let outcome = half.order(&order("o-2", 1, &key)).expect("order");
+        let outcome = half.order_sync(&order("o-2", 1, &key)).expect("order");
         if outcome
             == (OrderOutcome::PriceChanged {
                 total: Money::new(2200, Currency::USD),
@@ -380,7 +400,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
         {
             drifted += 1;
             assert_eq!(
-                half.order(&order("o-2", 1, &key)).expect("again"),
+                half.order_sync(&order("o-2", 1, &key)).expect("again"),
                 outcome,
                 "same key, same price"
             );
@@ -389,7 +409,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
     assert!((140..260).contains(&drifted), "{drifted}");
     let none = seller(FaultSpec::default());
     assert!(matches!(
-        none.order(&order("o-1", 1300, "n1")).expect("order"),
+        none.order_sync(&order("o-1", 1300, "n1")).expect("order"),
         OrderOutcome::Ordered { .. }
     ));
 }
@@ -449,6 +469,7 @@ fn faults_are_drawn_by_kind() {
         faults: FaultSpec::default(),
         title_results_max: 1,
         stale_listings: false,
+        lie: None,
     });
     assert_eq!(slow.delay(), Duration::from_millis(50));
     let plain = seller(FaultSpec::default());
@@ -891,14 +912,15 @@ fn stale_listings_keep_quoting_sold_out_offers() {
         faults: FaultSpec::default(),
         title_results_max: 10,
         stale_listings: true,
+        lie: None,
     });
     assert!(matches!(
-        s.order(&order("L1", 600, "s1")).expect("order"),
+        s.order_sync(&order("L1", 600, "s1")).expect("order"),
         OrderOutcome::Ordered { .. }
     ));
     assert_eq!(quantity(&s, "L1"), Some(1), "still listed");
     assert_eq!(
-        s.order(&order("L1", 600, "s2")).expect("order"),
+        s.order_sync(&order("L1", 600, "s2")).expect("order"),
         OrderOutcome::SoldOut
     );
 }
@@ -1096,4 +1118,631 @@ fn partner_option_errors_name_the_field() {
     // A rate table the converter cannot use is named when a lie needs it.
     let bad_fx = "[fx]\nbase = \"USD\"\nrates = { USD = 2.0, EUR = 1.08 }\n[[sellers]]\nname = \"a\"\nprotocol = \"json\"\n[sellers.faults]\nconfirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"\n";
     assert_eq!(invalid_field(bad_fx), "fx.rates");
+}
+
+// ---- partner behaviours: the order and payment models -------------------------------
+
+fn lying_seller(currency: Currency, lie: LieModel, rate: f64) -> SellerState {
+    let mut first = offer("o-1", 1500, 251, 1000, "Lies");
+    first.currency = currency;
+    SellerState::new(SellerSetup {
+        name: "liar".into(),
+        protocol: Protocol::Xml,
+        currency,
+        seed: 1,
+        offers: vec![first],
+        latency: LatencySpec::default(),
+        faults: FaultSpec {
+            confirm_lie_rate: rate,
+            ..FaultSpec::default()
+        },
+        title_results_max: 10,
+        stale_listings: false,
+        lie: Some(lie),
+    })
+}
+
+fn order_in(currency: Currency, total: i64, key: &str) -> OrderRequest {
+    OrderRequest {
+        expected_total: Money::new(total, currency),
+        ..order("o-1", total, key)
+    }
+}
+
+#[test]
+fn lies_change_the_confirmation_and_inflation_the_booking() {
+    use bookbroker_protocols::admin::AdminOrderStatus;
+    let fx = Arc::new(FxTable::new(Currency::USD, &[(Currency::EUR, "1.08")]).expect("fx"));
+    // The brief's example: booked EUR 17.51, confirmed USD 18.91.
+    let s = lying_seller(
+        Currency::EUR,
+        LieModel::OtherCurrency {
+            to: Currency::USD,
+            fx,
+        },
+        1.0,
+    );
+    let first = s
+        .order_sync(&order_in(Currency::EUR, 1751, "k1"))
+        .expect("order");
+    assert_eq!(
+        first,
+        OrderOutcome::Ordered {
+            order_id: "x-1".into(),
+            total: Money::new(1891, Currency::USD)
+        }
+    );
+    assert_eq!(
+        s.order_sync(&order_in(Currency::EUR, 1751, "k1"))
+            .expect("repeat"),
+        first,
+        "a repeat gets the same lie"
+    );
+    let booked = &s.admin_orders().orders[0];
+    assert_eq!(
+        (booked.total_minor, booked.currency.as_str()),
+        (1751, "EUR")
+    );
+    assert_eq!(booked.status, AdminOrderStatus::Placed);
+
+    let s = lying_seller(Currency::EUR, LieModel::Negative, 1.0);
+    assert_eq!(
+        s.order_sync(&order_in(Currency::EUR, 1751, "k1"))
+            .expect("order"),
+        OrderOutcome::Ordered {
+            order_id: "x-1".into(),
+            total: Money::new(-1751, Currency::EUR)
+        }
+    );
+    assert_eq!(s.admin_orders().orders[0].total_minor, 1751);
+
+    // Inflated: booked and confirmed alike, 10 % up, half to even.
+    let s = lying_seller(
+        Currency::EUR,
+        LieModel::Inflated { basis_points: 1000 },
+        1.0,
+    );
+    assert_eq!(
+        s.order_sync(&order_in(Currency::EUR, 1751, "k1"))
+            .expect("order"),
+        OrderOutcome::Ordered {
+            order_id: "x-1".into(),
+            total: Money::new(1926, Currency::EUR)
+        }
+    );
+    assert_eq!(s.admin_orders().orders[0].total_minor, 1926);
+    assert_eq!(seller::inflate(1751, 1000), 1926); // 1926.1
+    assert_eq!(seller::inflate(5, 1000), 6); // 5.5 rounds to even 6
+    assert_eq!(seller::inflate(15, 1000), 16); // 16.5 rounds to even 16
+    assert_eq!(seller::inflate(2000, 0), 2000);
+    assert_eq!(seller::inflate(1000, 250), 1025);
+
+    // A share of keys lies, decided per key; the others confirm the truth.
+    let s = lying_seller(Currency::EUR, LieModel::Negative, 0.5);
+    let mut lies = 0;
+    for i in 0..400 {
+        let key = format!("share-{i}");
+        let OrderOutcome::Ordered { total, .. } = s
+            .order_sync(&order_in(Currency::EUR, 1751, &key))
+            .expect("order")
+        else {
+            panic!("not ordered")
+        };
+        assert!(total.minor == 1751 || total.minor == -1751, "{total:?}");
+        if total.minor < 0 {
+            lies += 1;
+        }
+    }
+    assert!((140..260).contains(&lies), "{lies}");
+    assert!(s
+        .admin_orders()
+        .orders
+        .iter()
+        .all(|o| o.total_minor == 1751));
+}
+
+#[test]
+fn slow_first_attempts_hold_their_key_in_progress() {
+    let s = seller(FaultSpec {
+        order_slow_first_rate: 1.0,
+        order_slow_first_ms: 250,
+        ..FaultSpec::default()
+    });
+    let first = s.place(&order("o-1", 1300, "k1")).expect("place");
+    let Placed::Held { outcome, hold } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(hold, Duration::from_millis(250));
+    assert!(matches!(outcome, OrderOutcome::Ordered { .. }));
+    assert_eq!(s.admin_orders().orders.len(), 1, "booked at the start");
+    assert_eq!(quantity(&s, "o-1"), Some(1));
+    assert_eq!(
+        s.place(&order("o-1", 1300, "k1")).expect("repeat"),
+        Placed::Now(OrderReply::InProgress)
+    );
+    s.first_answered("k1");
+    assert_eq!(
+        s.place(&order("o-1", 1300, "k1")).expect("repeat"),
+        Placed::Now(OrderReply::Outcome(outcome)),
+        "repeats after the answer get the stored result, never slow"
+    );
+    // A slow first attempt that is refused holds its key too, and is not remembered.
+    let held = s.place(&order("o-2", 1, "k2")).expect("place");
+    assert!(matches!(
+        held,
+        Placed::Held {
+            outcome: OrderOutcome::PriceChanged { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        s.place(&order("o-2", 2000, "k2")).expect("repeat"),
+        Placed::Now(OrderReply::InProgress)
+    );
+    s.first_answered("k2");
+    assert!(matches!(
+        s.place(&order("o-2", 2000, "k2")).expect("new attempt"),
+        Placed::Held {
+            outcome: OrderOutcome::Ordered { .. },
+            ..
+        }
+    ));
+    // Off: never held.
+    let plain = seller(FaultSpec::default());
+    assert!(matches!(
+        plain.place(&order("o-1", 1300, "k1")).expect("place"),
+        Placed::Now(OrderReply::Outcome(OrderOutcome::Ordered { .. }))
+    ));
+}
+
+// ---- partner behaviours over real sockets -------------------------------------------
+
+/// A scenario of plain, instant sellers given as (name, protocol, currency, lines under
+/// `[sellers.faults]`), with `payment` lines under `[payment]`.
+fn partner_scenario(sellers: &[(&str, &str, &str, &str)], payment: &str) -> Scenario {
+    let mut text = format!(
+        "[catalogue]\nseed = 5\nisbns = 10\n[fx]\nbase = \"USD\"\nrates = {{ EUR = 1.08, GBP = 1.27 }}\n[payment]\n{payment}\n"
+    );
+    for (name, protocol, currency, faults) in sellers {
+        text.push_str(&format!(
+            "[[sellers]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\ncurrency = \"{currency}\"\nstock = 50\n[sellers.latency]\nbase_ms = 0.0\njitter_ms = 0.0\n[sellers.faults]\n{faults}\n"
+        ));
+    }
+    Scenario::from_toml_str(&text).expect("scenario")
+}
+
+/// One seller per protocol (json USD, xml EUR, line GBP), all with `faults`.
+fn one_per_protocol(faults: &str) -> Scenario {
+    partner_scenario(
+        &[
+            ("js", "json", "USD", faults),
+            ("xs", "xml", "EUR", faults),
+            ("ls", "line", "GBP", faults),
+        ],
+        "",
+    )
+}
+
+/// Sends a request built by a client-side codec on a new connection.
+fn try_send_http(
+    url: &str,
+    req: &bookbroker_protocols::http::HttpRequest,
+) -> std::io::Result<(u16, String)> {
+    let mut conn = BufReader::new(connect(url));
+    let mut bytes = format!(
+        "{} {} HTTP/1.1\r\nHost: x\r\n",
+        req.method, req.path_and_query
+    );
+    for (name, value) in &req.headers {
+        bytes.push_str(&format!("{name}: {value}\r\n"));
+    }
+    bytes.push_str(&format!("Content-Length: {}\r\n\r\n", req.body.len()));
+    let mut bytes = bytes.into_bytes();
+    bytes.extend_from_slice(&req.body);
+    conn.get_mut().write_all(&bytes)?;
+    let mut status_line = String::new();
+    if conn.read_line(&mut status_line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h)?;
+        if h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body)?;
+    Ok((status, String::from_utf8(body).expect("utf8")))
+}
+
+fn send_http(url: &str, req: &bookbroker_protocols::http::HttpRequest) -> (u16, String) {
+    try_send_http(url, req).expect("an answer")
+}
+
+/// Sends one line-protocol request on a new connection; its answer's lines, LF dropped.
+fn send_line(url: &str, req: &bookbroker_protocols::line::Request) -> Vec<String> {
+    let mut conn = BufReader::new(connect(url));
+    let mut out = Vec::new();
+    req.encode(&mut out);
+    conn.get_mut().write_all(&out).expect("write");
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        conn.read_line(&mut l).expect("line");
+        assert!(!l.is_empty(), "connection closed");
+        let l = l.trim_end_matches('\n').to_string();
+        let more = l.starts_with("OFFER ") || l.starts_with("ORDERREC ");
+        lines.push(l);
+        if !more {
+            return lines;
+        }
+    }
+}
+
+fn reply(status: u16, body: &str) -> bookbroker_protocols::http::Reply<'_> {
+    bookbroker_protocols::http::Reply {
+        status,
+        retry_after: None,
+        body: body.as_bytes(),
+    }
+}
+
+/// The first offer a seller quotes for `isbn`, asked in its own protocol.
+fn first_offer(info: &SellerInfo, isbn: &str) -> SellerOffer {
+    use bookbroker_protocols::{json_seller, line, xml_seller};
+    let query = QuoteQuery::Isbn(Isbn::parse(isbn).expect("isbn"));
+    let url = &info.endpoints[0];
+    let offers = match info.protocol {
+        Protocol::Json => {
+            let (st, body) = send_http(url, &json_seller::encode_quote(&query));
+            json_seller::decode_quote(reply(st, &body)).expect("offers")
+        }
+        Protocol::Xml => {
+            let (st, body) = send_http(url, &xml_seller::encode_quote(&query));
+            xml_seller::decode_quote(reply(st, &body)).expect("offers")
+        }
+        Protocol::Line => send_line(
+            url,
+            &line::Request::Quote {
+                tag: "q".into(),
+                query,
+            },
+        )
+        .iter()
+        .filter_map(|l| match line::Response::decode(l.as_bytes()) {
+            Ok(line::Response::Offer { offer, .. }) => Some(offer),
+            _ => None,
+        })
+        .collect(),
+    };
+    offers.into_iter().next().expect("an offer")
+}
+
+/// Orders `offer` at its quoted total; the answer as it came: `"<status> <body>"` over
+/// HTTP, the line (tag `o`) for `line`.
+fn send_order(info: &SellerInfo, offer: &SellerOffer, key: &str) -> String {
+    use bookbroker_protocols::{json_seller, line, xml_seller};
+    let order = OrderRequest {
+        offer_id: offer.offer_id.clone(),
+        expected_total: offer.total(),
+        idempotency_key: key.to_string(),
+        shipping_token: "ship_home".into(),
+    };
+    let url = &info.endpoints[0];
+    match info.protocol {
+        Protocol::Json => {
+            let (st, body) = send_http(url, &json_seller::encode_order(&order));
+            format!("{st} {body}")
+        }
+        Protocol::Xml => {
+            let (st, body) = send_http(url, &xml_seller::encode_order(&order));
+            format!("{st} {body}")
+        }
+        Protocol::Line => send_line(
+            url,
+            &line::Request::Order {
+                tag: "o".into(),
+                order,
+            },
+        )
+        .join("\n"),
+    }
+}
+
+/// Cancels an order; the answer as it came (tag `c` for `line`).
+fn send_cancel(info: &SellerInfo, order_id: &str) -> String {
+    use bookbroker_protocols::{json_seller, line, xml_seller};
+    let url = &info.endpoints[0];
+    match info.protocol {
+        Protocol::Json => {
+            let (st, body) = send_http(url, &json_seller::encode_cancel(order_id));
+            format!("{st} {body}")
+        }
+        Protocol::Xml => {
+            let (st, body) = send_http(url, &xml_seller::encode_cancel(order_id));
+            format!("{st} {body}")
+        }
+        Protocol::Line => send_line(
+            url,
+            &line::Request::Cancel {
+                tag: "c".into(),
+                order_id: order_id.to_string(),
+            },
+        )
+        .join("\n"),
+    }
+}
+
+/// The seller's admin listing, in its protocol.
+fn admin_orders(info: &SellerInfo) -> Vec<bookbroker_protocols::admin::AdminOrder> {
+    use bookbroker_protocols::{admin, line};
+    let url = &info.endpoints[0];
+    match info.protocol {
+        Protocol::Json | Protocol::Xml => {
+            let (st, body) = send_http(url, &admin::encode_request());
+            admin::decode_response(reply(st, &body))
+                .expect("listing")
+                .orders
+        }
+        Protocol::Line => send_line(url, &line::Request::Orders { tag: "a".into() })
+            .iter()
+            .filter_map(|l| match line::Response::decode(l.as_bytes()) {
+                Ok(line::Response::OrderRecord { record, .. }) => Some(record),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+fn between<'t>(text: &'t str, start: &str, end: &str) -> &'t str {
+    text.split_once(start)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| panic!("no {start}…{end} in {text}"))
+}
+
+/// What a successful order answer confirms: (order id, total), read straight off the
+/// wire (the engine's decoders refuse some lies, such as a negative `line` total).
+fn confirmation(info: &SellerInfo, answer: &str) -> (String, Money) {
+    let money = |value: &str, code: &str| {
+        let currency = Currency::parse(code).expect("currency");
+        Money::parse_decimal(value, currency).expect("amount")
+    };
+    match info.protocol {
+        Protocol::Json => {
+            let body = answer.strip_prefix("201 ").expect("201 created");
+            let v: serde_json::Value = serde_json::from_str(body).expect("json");
+            (
+                v["order_id"].as_str().expect("order_id").to_string(),
+                money(
+                    v["total"]["value"].as_str().expect("value"),
+                    v["total"]["currency"].as_str().expect("currency"),
+                ),
+            )
+        }
+        Protocol::Xml => {
+            assert!(
+                answer.starts_with("200 <orderResult><status>ok</status>"),
+                "{answer}"
+            );
+            (
+                between(answer, "<orderId>", "</orderId>").to_string(),
+                money(
+                    between(answer, "\">", "</total>"),
+                    between(answer, "currency=\"", "\""),
+                ),
+            )
+        }
+        Protocol::Line => {
+            let fields: Vec<&str> = answer.split('\t').collect();
+            assert_eq!(fields.len(), 4, "{answer}");
+            assert_eq!(fields[0], "ORDERED o", "{answer}");
+            let currency = Currency::parse(fields[3]).expect("currency");
+            let minor: i64 = fields[2].parse().expect("minor units");
+            (fields[1].to_string(), Money::new(minor, currency))
+        }
+    }
+}
+
+fn in_progress_answer(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Json => "409 {\"error\":\"idempotency_key_in_use\"}",
+        Protocol::Xml => "200 <orderResult><status>inProgress</status></orderResult>",
+        Protocol::Line => "BUSY o\t100",
+    }
+}
+
+#[test]
+fn slow_first_order_is_booked_at_once_and_repeats_meanwhile_are_in_progress() {
+    use bookbroker_protocols::admin::AdminOrderStatus;
+    let sim = RunningSim::start(
+        one_per_protocol("order_slow_first_rate = 1.0\norder_slow_first_ms = 800"),
+        LOCALHOST,
+    )
+    .expect("start");
+    let isbn = sim.isbns()[0].clone();
+    for info in sim.sellers().to_vec() {
+        let offer = first_offer(&info, &isbn);
+        let key = format!("slow-{}", info.name);
+        let started = std::time::Instant::now();
+        let first = {
+            let (info, offer, key) = (info.clone(), offer.clone(), key.clone());
+            std::thread::spawn(move || send_order(&info, &offer, &key))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let during = admin_orders(&info);
+        assert_eq!(during.len(), 1, "{}: booked at the start", info.name);
+        assert_eq!(during[0].idempotency_key, key);
+        assert_eq!(
+            send_order(&info, &offer, &key),
+            in_progress_answer(info.protocol),
+            "{}: a repeat while the first attempt runs",
+            info.name
+        );
+        let first = first.join().expect("first attempt");
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "{}: answered after {:?}",
+            info.name,
+            started.elapsed()
+        );
+        let (order_id, total) = confirmation(&info, &first);
+        assert_eq!(total, offer.total(), "{}", info.name);
+        assert_eq!(
+            send_order(&info, &offer, &key),
+            first,
+            "{}: a later repeat gets the stored confirmation",
+            info.name
+        );
+        let after = admin_orders(&info);
+        assert_eq!(after.len(), 1, "{}: exactly one order", info.name);
+        assert_eq!(
+            (after[0].order_id.as_str(), after[0].status),
+            (order_id.as_str(), AdminOrderStatus::Placed)
+        );
+    }
+    sim.stop();
+}
+
+#[test]
+fn lying_confirmations_on_every_protocol_while_the_listing_tells_the_truth() {
+    let negative = "confirm_lie_rate = 1.0\nconfirm_lie = \"negative\"";
+    let to_usd =
+        "confirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"USD\"";
+    let to_eur =
+        "confirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"";
+    let inflated = "confirm_lie_rate = 1.0\nconfirm_lie = \"inflated\"\ninflate_pct = 10";
+    let sim = RunningSim::start(
+        partner_scenario(
+            &[
+                ("js-negative", "json", "USD", negative),
+                ("xs-negative", "xml", "EUR", negative),
+                ("ls-negative", "line", "GBP", negative),
+                ("js-fx", "json", "USD", to_eur),
+                ("xs-fx", "xml", "EUR", to_usd),
+                ("ls-fx", "line", "GBP", to_usd),
+                ("js-inflated", "json", "USD", inflated),
+                ("xs-inflated", "xml", "EUR", inflated),
+                ("ls-inflated", "line", "GBP", inflated),
+            ],
+            "",
+        ),
+        LOCALHOST,
+    )
+    .expect("start");
+    let fx = sim.scenario().fx_table().expect("fx");
+    let isbn = sim.isbns()[1].clone();
+    for info in sim.sellers().to_vec() {
+        let offer = first_offer(&info, &isbn);
+        let honest = offer.total();
+        let key = format!("lie-{}", info.name);
+        let answer = send_order(&info, &offer, &key);
+        let (order_id, confirmed) = confirmation(&info, &answer);
+        let booked = if info.name.ends_with("-negative") {
+            assert_eq!(confirmed, Money::new(-honest.minor, honest.currency));
+            // On the wire: a minus sign before the amount, in every protocol.
+            let needle = match info.protocol {
+                Protocol::Json => "\"value\":\"-",
+                Protocol::Xml => "\">-",
+                Protocol::Line => "\t-",
+            };
+            assert!(answer.contains(needle), "{answer}");
+            honest.minor
+        } else if info.name.ends_with("-fx") {
+            let to = if honest.currency == Currency::USD {
+                Currency::EUR
+            } else {
+                Currency::USD
+            };
+            assert_eq!(
+                confirmed,
+                fx.convert(honest, to).expect("convert"),
+                "{answer}"
+            );
+            assert_eq!(confirmed.currency, to);
+            honest.minor
+        } else {
+            // 110 % of the honest total, rounded half to even.
+            let (q, r) = ((honest.minor * 110) / 100, (honest.minor * 110) % 100);
+            let up = r > 50 || (r == 50 && q % 2 == 1);
+            let inflated = q + i64::from(up);
+            assert!(inflated > honest.minor);
+            assert_eq!(confirmed, Money::new(inflated, honest.currency), "{answer}");
+            inflated
+        };
+        assert_eq!(
+            send_order(&info, &offer, &key),
+            answer,
+            "{}: a repeat gets the same confirmation, lie included",
+            info.name
+        );
+        let listing = admin_orders(&info);
+        assert_eq!(listing.len(), 1, "{}", info.name);
+        assert_eq!(listing[0].order_id, order_id);
+        assert_eq!(
+            (listing[0].total_minor, listing[0].currency.as_str()),
+            (booked, info.currency.as_str()),
+            "{}: the listing shows what was booked",
+            info.name
+        );
+    }
+    sim.stop();
+}
+
+#[test]
+fn stalled_cancel_takes_effect_when_it_answers_on_every_protocol() {
+    use bookbroker_protocols::admin::AdminOrderStatus;
+    let sim = RunningSim::start(
+        one_per_protocol("cancel_stall_rate = 1.0\ncancel_stall_ms = 700"),
+        LOCALHOST,
+    )
+    .expect("start");
+    let isbn = sim.isbns()[2].clone();
+    for info in sim.sellers().to_vec() {
+        let offer = first_offer(&info, &isbn);
+        let (order_id, _) = confirmation(&info, &send_order(&info, &offer, "stall-1"));
+        let started = std::time::Instant::now();
+        let cancel = {
+            let (info, order_id) = (info.clone(), order_id.clone());
+            std::thread::spawn(move || send_cancel(&info, &order_id))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            admin_orders(&info)[0].status,
+            AdminOrderStatus::Placed,
+            "{}: not cancelled before the answer",
+            info.name
+        );
+        let answer = cancel.join().expect("cancel");
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        let cancelled = match info.protocol {
+            Protocol::Json => {
+                format!("200 {{\"order_id\":\"{order_id}\",\"status\":\"cancelled\"}}")
+            }
+            Protocol::Xml => "200 <cancelResult><status>ok</status></cancelResult>".to_string(),
+            Protocol::Line => "CANCELLED c".to_string(),
+        };
+        assert_eq!(answer, cancelled, "{}", info.name);
+        assert_eq!(admin_orders(&info)[0].status, AdminOrderStatus::Cancelled);
+        assert_eq!(send_cancel(&info, &order_id), cancelled, "a repeat is fine");
+        assert_eq!(quantity_of(&info, &isbn, &offer.offer_id), offer.quantity);
+    }
+    sim.stop();
+}
+
+/// The quoted quantity of one offer.
+fn quantity_of(info: &SellerInfo, isbn: &str, offer_id: &str) -> u32 {
+    let offer = first_offer(info, isbn);
+    assert_eq!(offer.offer_id, offer_id);
+    offer.quantity
 }
