@@ -288,7 +288,7 @@ impl RunningSim {
         bound.push(Bound {
             listener: payment_listener,
             serve: Serve::Http(HttpApp::Payment {
-                state: Arc::new(PaymentState::default()),
+                state: Arc::new(PaymentState::new(&scenario.payment)),
                 latency: Duration::from_millis(scenario.payment.latency_ms),
                 sellers: Arc::new(states),
             }),
@@ -503,6 +503,15 @@ async fn accept_loop(listener: TcpListener, serve: Serve, counter: Option<Arc<Se
         }
         let _ = stream.set_nodelay(true);
         match &serve {
+            // Payment connections may be reset on purpose (`reset_rate`).
+            Serve::Http(app) if app.is_payment() => {
+                let (stream, reset) = http::ResettableStream::new(stream);
+                tokio::spawn(http::serve_connection_with_reset(
+                    stream,
+                    app.clone(),
+                    Some(reset),
+                ));
+            }
             Serve::Http(app) => {
                 tokio::spawn(http::serve_connection(stream, app.clone()));
             }

@@ -1746,3 +1746,234 @@ fn quantity_of(info: &SellerInfo, isbn: &str, offer_id: &str) -> u32 {
     assert_eq!(offer.offer_id, offer_id);
     offer.quantity
 }
+
+// ---- partner behaviours: the payment provider ---------------------------------------
+
+#[test]
+fn payment_faults_are_drawn_for_the_listed_calls_only() {
+    use super::payment::PaymentFault;
+    let off = PaymentState::default();
+    assert!((0..100).all(|_| off.draw_fault(&PaymentOp::Authorize) == PaymentFault::None));
+    let p = PaymentState::new(&PaymentSpec {
+        error_rate: 0.25,
+        reset_rate: 0.25,
+        fault_after_effect: 0.5,
+        ..PaymentSpec::default()
+    });
+    assert!((0..100).all(|_| p.draw_fault(&PaymentOp::Refund("ch_1".into())) == PaymentFault::None));
+    let (mut errors, mut resets, mut after, mut before) = (0, 0, 0, 0);
+    for _ in 0..4000 {
+        let f = p.draw_fault(&PaymentOp::Capture("auth_1".into()));
+        match f {
+            PaymentFault::Error { .. } => errors += 1,
+            PaymentFault::Reset { .. } => resets += 1,
+            PaymentFault::None => continue,
+        }
+        if f.before_effect() {
+            before += 1;
+        } else {
+            after += 1;
+        }
+    }
+    assert!((800..1200).contains(&errors), "{errors}");
+    assert!((800..1200).contains(&resets), "{resets}");
+    assert!((700..1300).contains(&before) && (700..1300).contains(&after));
+}
+
+fn authorize_request(key: &str, amount: i64) -> bookbroker_protocols::http::HttpRequest {
+    use bookbroker_protocols::payment::{encode_authorize, AuthorizeRequest};
+    encode_authorize(
+        &AuthorizeRequest {
+            payment_token: "tok_ok_4242".into(),
+            amount: Money::new(amount, Currency::USD),
+        },
+        key,
+    )
+}
+
+fn ledger_of(sim: &RunningSim) -> bookbroker_protocols::payment::Ledger {
+    use bookbroker_protocols::payment;
+    let started = std::time::Instant::now();
+    let (st, body) = send_http(&sim.payment_url(), &payment::encode_ledger());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the ledger is never slow"
+    );
+    payment::decode_ledger(reply(st, &body)).expect("ledger")
+}
+
+fn payment_sim(payment: &str) -> RunningSim {
+    RunningSim::start(
+        partner_scenario(&[("js", "json", "USD", "")], payment),
+        LOCALHOST,
+    )
+    .expect("start")
+}
+
+#[test]
+fn payment_slow_first_attempt_is_in_use_and_takes_effect_when_it_answers() {
+    use bookbroker_protocols::payment::encode_capture;
+    let sim = payment_sim("slow_first_rate = 1.0\nslow_first_ms = 800");
+    let url = sim.payment_url();
+    let in_use = (409, "{\"error\":\"idempotency_key_in_use\"}".to_string());
+
+    let auth = authorize_request("a1", 2000);
+    let first = {
+        let (url, auth) = (url.clone(), auth.clone());
+        std::thread::spawn(move || send_http(&url, &auth))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        ledger_of(&sim).entries.is_empty(),
+        "no effect before it answers"
+    );
+    assert_eq!(send_http(&url, &auth), in_use);
+    let (st, body) = first.join().expect("first");
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(send_http(&url, &auth), (st, body.clone()), "stored result");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let capture = encode_capture(&id, 1500, "c1");
+    let first = {
+        let (url, capture) = (url.clone(), capture.clone());
+        std::thread::spawn(move || send_http(&url, &capture))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(send_http(&url, &capture), in_use);
+    assert_eq!(
+        ledger_of(&sim).entries.len(),
+        1,
+        "the capture has not happened"
+    );
+    let captured = first.join().expect("first capture");
+    assert_eq!(captured.0, 200, "{}", captured.1);
+    assert_eq!(send_http(&url, &capture), captured);
+    let kinds: Vec<LedgerKind> = ledger_of(&sim).entries.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![LedgerKind::Authorization, LedgerKind::Capture]);
+    sim.stop();
+}
+
+#[test]
+fn payment_errors_before_the_effect_change_nothing() {
+    use bookbroker_protocols::payment::encode_capture;
+    let sim = payment_sim("error_rate = 1.0\nfault_after_effect = 0.0\nfaults_on = [\"capture\"]");
+    let url = sim.payment_url();
+    let (st, body) = send_http(&url, &authorize_request("a1", 2000));
+    assert_eq!(st, 201, "authorize is not in faults_on");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            send_http(&url, &encode_capture(&id, 1500, "c1")),
+            (500, "{\"error\":\"internal\"}".to_string())
+        );
+    }
+    let kinds: Vec<LedgerKind> = ledger_of(&sim).entries.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![LedgerKind::Authorization]);
+    let (st, _) = send_http(
+        &url,
+        &bookbroker_protocols::http::HttpRequest {
+            method: "GET",
+            path_and_query: "/admin/stats".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    );
+    assert_eq!(st, 200, "stats are never faulty");
+    sim.stop();
+}
+
+#[test]
+fn payment_errors_after_the_effect_store_the_result_for_repeats() {
+    let sim = payment_sim("error_rate = 0.5\nfault_after_effect = 1.0");
+    let url = sim.payment_url();
+    // Half the requests fail: find a key whose first attempt failed.
+    let key = (0..60)
+        .map(|i| format!("a{i}"))
+        .find(|key| send_http(&url, &authorize_request(key, 2000)).0 == 500)
+        .expect("some attempt failed");
+    let ledger = ledger_of(&sim);
+    let entry = ledger
+        .entries
+        .iter()
+        .find(|e| e.idempotency_key == key)
+        .expect("the failed authorization took effect");
+    let answer = (0..60)
+        .map(|_| send_http(&url, &authorize_request(&key, 2000)))
+        .find(|(st, _)| *st != 500)
+        .expect("some repeat answered");
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let v: serde_json::Value = serde_json::from_str(&answer.1).expect("json");
+    assert_eq!(
+        v["id"].as_str(),
+        Some(entry.id.as_str()),
+        "the stored result"
+    );
+    let same_key = ledger_of(&sim)
+        .entries
+        .iter()
+        .filter(|e| e.idempotency_key == key)
+        .count();
+    assert_eq!(same_key, 1, "once");
+    sim.stop();
+}
+
+#[test]
+fn payment_reset_after_the_effect_leaves_no_answer_but_the_capture() {
+    use bookbroker_protocols::payment::encode_capture;
+    let sim = payment_sim("reset_rate = 0.5\nfault_after_effect = 1.0\nfaults_on = [\"capture\"]");
+    let url = sim.payment_url();
+    let mut reset = None;
+    for i in 0..60 {
+        let (st, body) = send_http(&url, &authorize_request(&format!("a{i}"), 2000));
+        assert_eq!(st, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let id = v["id"].as_str().expect("id").to_string();
+        let key = format!("c{i}");
+        match try_send_http(&url, &encode_capture(&id, 1234, &key)) {
+            Ok((200, _)) => continue,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                reset = Some((id, key));
+                break;
+            }
+        }
+    }
+    let (id, key) = reset.expect("some capture was reset");
+    let ledger = ledger_of(&sim);
+    let capture = ledger
+        .entries
+        .iter()
+        .find(|e| e.idempotency_key == key)
+        .expect("the capture happened");
+    assert_eq!(
+        (
+            capture.kind,
+            capture.amount,
+            capture.authorization_id.as_str()
+        ),
+        (LedgerKind::Capture, 1234, id.as_str())
+    );
+    let answer = (0..60)
+        .find_map(|_| try_send_http(&url, &encode_capture(&id, 1234, &key)).ok())
+        .expect("some repeat answered");
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let v: serde_json::Value = serde_json::from_str(&answer.1).expect("json");
+    assert_eq!(
+        (v["id"].as_str(), v["status"].as_str(), v["amount"].as_i64()),
+        (Some(capture.id.as_str()), Some("captured"), Some(1234))
+    );
+    let captures = ledger_of(&sim)
+        .entries
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Capture && e.authorization_id == id)
+        .count();
+    assert_eq!(captures, 1);
+    sim.stop();
+}
