@@ -1120,6 +1120,32 @@ fn partner_option_errors_name_the_field() {
     assert_eq!(invalid_field(bad_fx), "fx.rates");
 }
 
+#[test]
+fn partners_scenario_is_purchases_with_every_partner_option_off() {
+    // tests/scenarios/partners.toml is what other tests derive partner scenarios from.
+    let partners = include_str!("../../../tests/scenarios/partners.toml");
+    let purchases = include_str!("../../../tests/scenarios/purchases.toml");
+    assert_eq!(
+        Scenario::from_toml_str(partners).expect("partners.toml"),
+        Scenario::from_toml_str(purchases).expect("purchases.toml")
+    );
+    // Its commented hints are valid once uncommented.
+    let hinted = partners
+        .replace("# confirm_lie", "confirm_lie")
+        .replace("# confirm_currency", "confirm_currency")
+        .replace("confirm_lie_rate = 0.0", "confirm_lie_rate = 0.5");
+    let s = Scenario::from_toml_str(&hinted).expect("hints");
+    let lies: Vec<_> = s.sellers.iter().map(|x| x.faults.confirm_lie).collect();
+    assert_eq!(
+        lies,
+        vec![
+            Some(ConfirmLie::Negative),
+            Some(ConfirmLie::OtherCurrency),
+            Some(ConfirmLie::Inflated)
+        ]
+    );
+}
+
 // ---- partner behaviours: the order and payment models -------------------------------
 
 fn lying_seller(currency: Currency, lie: LieModel, rate: f64) -> SellerState {
