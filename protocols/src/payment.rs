@@ -419,6 +419,27 @@ pub mod server {
     pub fn encode_error(status: u16, error: &str, retry_after_s: Option<u64>) -> HttpResponse {
         crate::wire::json_error(status, error, retry_after_s)
     }
+
+    /// `409 {"error": "idempotency_key_in_use"}`: the first request with this
+    /// idempotency key is still running, as Stripe answers it. The outcome is unknown,
+    /// not refused: the client asks again with the same key.
+    pub fn encode_in_progress() -> HttpResponse {
+        encode_error(409, "idempotency_key_in_use", None)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::encode_in_progress;
+
+        #[test]
+        fn in_progress_is_409_idempotency_key_in_use() {
+            let r = encode_in_progress();
+            assert_eq!(r.status, 409);
+            assert_eq!(r.content_type, "application/json");
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v, serde_json::json!({"error": "idempotency_key_in_use"}));
+        }
+    }
 }
 
 #[cfg(test)]

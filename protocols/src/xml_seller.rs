@@ -554,4 +554,33 @@ pub mod server {
         }
         resp
     }
+
+    /// `200 <orderResult><status>inProgress</status></orderResult>`: an order with this
+    /// `requestId` is still being worked on (design section 3, "Keys in progress"). The
+    /// outcome is unknown, not refused: the client asks again with the same key.
+    pub fn encode_in_progress() -> HttpResponse {
+        xml_response(
+            200,
+            "<orderResult><status>inProgress</status></orderResult>".to_string(),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::encode_in_progress;
+
+        #[test]
+        fn in_progress_is_an_order_result_with_status_in_progress() {
+            let r = encode_in_progress();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.content_type, "application/xml");
+            let doc = super::tree::parse(&r.body).unwrap();
+            assert_eq!(doc.name, "orderResult");
+            assert_eq!(
+                doc.child("status").map(|s| s.text.as_str()),
+                Some("inProgress")
+            );
+            assert!(doc.child("orderId").is_none() && doc.child("total").is_none());
+        }
+    }
 }

@@ -15,6 +15,7 @@ use bookbroker_protocols::admin::{self, AdminOrder, AdminOrderStatus};
 use bookbroker_protocols::http::Reply;
 use bookbroker_protocols::line;
 use bookbroker_protocols::payment::{self, Ledger, LedgerEntry, LedgerKind};
+use bookbroker_protocols::{Currency, FxTable, Money};
 
 /// The API key of customer `demo` in every test scenario.
 pub const KEY: &str = "demo-key-123";
@@ -109,6 +110,11 @@ impl Sim {
     /// The emitted config text.
     pub fn config_text(&self) -> String {
         std::fs::read_to_string(&self.config).expect("config")
+    }
+
+    /// The `[fx]` table of the emitted config (see [`fx_of_config`]).
+    pub fn fx(&self) -> FxTable {
+        fx_of_config(&self.config_text()).unwrap_or_else(|e| panic!("emitted config: {e}"))
     }
 
     /// Writes an edited copy of the emitted config and returns its path.
@@ -932,4 +938,346 @@ pub fn reconcile(
         }
     }
     problems
+}
+
+/// The `[fx]` table of an engine config (as `sellersim --emit-config` writes it): `base`
+/// and `rates`, held exactly as [`FxTable`] holds them, so that amounts convert with the
+/// engine's own rule (through the base, rounded once, half to even). Rates written as
+/// TOML floats are read back as the shortest decimal text of the float, as the engine
+/// reads them; integer rates are taken as they are.
+pub fn fx_of_config(config_text: &str) -> Result<FxTable, String> {
+    let config: toml::Table = config_text.parse().map_err(|e| format!("not TOML: {e}"))?;
+    let fx = config
+        .get("fx")
+        .and_then(toml::Value::as_table)
+        .ok_or("no [fx] table")?;
+    let base = fx
+        .get("base")
+        .and_then(toml::Value::as_str)
+        .ok_or("no fx.base")?;
+    let base = Currency::parse(base).map_err(|e| format!("fx.base: {e}"))?;
+    let mut rates: Vec<(Currency, String)> = Vec::new();
+    if let Some(table) = fx.get("rates") {
+        let table = table.as_table().ok_or("fx.rates is not a table")?;
+        for (code, rate) in table {
+            let currency = Currency::parse(code).map_err(|e| format!("fx.rates.{code}: {e}"))?;
+            let text = match rate {
+                toml::Value::Float(f) => FxTable::rate_text_from_f64(*f),
+                toml::Value::Integer(i) => i.to_string(),
+                other => return Err(format!("fx.rates.{code} is not a number: {other}")),
+            };
+            rates.push((currency, text));
+        }
+    }
+    let pairs: Vec<(Currency, &str)> = rates.iter().map(|(c, t)| (*c, t.as_str())).collect();
+    FxTable::new(base, &pairs).map_err(|e| format!("fx: {e}"))
+}
+
+/// How far (in the customer's minor units) a `purchased` total may be from the seller's
+/// booked total converted as a whole, when the two currencies differ: the engine converts
+/// price and shipping separately, each rounded, and adds them.
+pub const CONVERSION_SLACK_MINOR: i64 = 2;
+
+/// The strict bank check: everything [`reconcile`] checks, and that the amounts
+/// themselves are right. `answers` are the final purchase bodies customers received (one
+/// per purchase), `ledger` the payment provider's, `orders` every order of every seller,
+/// `fx` the `[fx]` table of the engine config the engine ran with (see [`fx_of_config`] or
+/// [`Sim::fx`]), and `max_price_of` gives the `max_price` the customer sent for the
+/// purchase an answer belongs to (`None`: unknown, that check is skipped for it).
+///
+/// Returns every problem found (empty when the books agree). Beyond [`reconcile`]:
+/// - every authorization holds a positive amount;
+/// - every capture is of a positive amount (`> 0`), of an authorization the ledger
+///   holds, in that authorization's currency, and at most its amount (the engine
+///   authorizes the customer's `max_price`, so no capture may exceed it);
+/// - every `purchased` answer has a positive integer `total` and a known `currency`, and
+///   `total <= max_price_of(answer)` when that is known;
+/// - every `purchased` answer names an order its seller recorded (by `seller` and
+///   `seller_order_id`), and its `total` is what the seller *booked* for that order
+///   (`total_minor` in the seller's currency, not what the confirmation said) converted
+///   into the answer's `currency` with `fx`: exactly when the two currencies are the
+///   same, within [`CONVERSION_SLACK_MINOR`] minor units otherwise. (A seller that books
+///   in the customer's currency but confirms in another one, sellersim's
+///   `other_currency` lie, makes the engine convert there and back, which may be one
+///   minor unit off; this check then reports it, so give such sellers a currency other
+///   than the customers'.)
+pub fn reconcile_strict(
+    answers: &[serde_json::Value],
+    ledger: &Ledger,
+    orders: &[SellerOrder],
+    fx: &FxTable,
+    max_price_of: impl Fn(&serde_json::Value) -> Option<i64>,
+) -> Vec<String> {
+    let mut problems = reconcile(answers, ledger, orders);
+    let authorized: std::collections::BTreeSet<&str> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Authorization)
+        .map(|e| e.id.as_str())
+        .collect();
+    for a in authorizations(ledger).values() {
+        if authorized.contains(a.id.as_str()) && a.amount <= 0 {
+            problems.push(format!("{} authorizes a non-positive amount: {a:?}", a.id));
+        }
+        for c in &a.captures {
+            if c.amount <= 0 {
+                problems.push(format!(
+                    "capture {} of {} is not positive: {c:?}",
+                    c.id, a.id
+                ));
+            }
+            if !authorized.contains(a.id.as_str()) {
+                problems.push(format!(
+                    "capture {} of {}, which the ledger never authorized",
+                    c.id, a.id
+                ));
+                continue;
+            }
+            if c.currency != a.currency {
+                problems.push(format!(
+                    "capture {} in {} of {} authorized in {}",
+                    c.id, c.currency, a.id, a.currency
+                ));
+            }
+            if c.amount > a.amount {
+                problems.push(format!(
+                    "capture {} of {} {} exceeds its authorization {} of {} {}",
+                    c.id, c.amount, c.currency, a.id, a.amount, a.currency
+                ));
+            }
+        }
+    }
+    for answer in answers.iter().filter(|v| v["status"] == "purchased") {
+        problems.extend(check_purchased(answer, orders, fx, max_price_of(answer)));
+    }
+    problems
+}
+
+/// The amount checks of one `purchased` answer (see [`reconcile_strict`]).
+fn check_purchased(
+    answer: &serde_json::Value,
+    orders: &[SellerOrder],
+    fx: &FxTable,
+    max_price: Option<i64>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let id = answer["id"].as_str().unwrap_or("?");
+    let Some(total) = answer["total"].as_i64() else {
+        return vec![format!("purchase {id}: total is not an integer: {answer}")];
+    };
+    let Some(currency) = answer["currency"]
+        .as_str()
+        .and_then(|c| Currency::parse(c).ok())
+    else {
+        return vec![format!("purchase {id}: unknown currency: {answer}")];
+    };
+    if total <= 0 {
+        problems.push(format!("purchase {id}: total {total} is not positive"));
+    }
+    if let Some(max) = max_price {
+        if total > max {
+            problems.push(format!(
+                "purchase {id}: total {total} {currency} exceeds max_price {max}"
+            ));
+        }
+    }
+    let seller = answer["seller"].as_str().unwrap_or_default();
+    let order_id = answer["seller_order_id"].as_str().unwrap_or_default();
+    let Some(order) = orders
+        .iter()
+        .find(|o| o.seller == seller && o.order.order_id == order_id)
+    else {
+        problems.push(format!(
+            "purchase {id}: seller {seller:?} has no order {order_id:?}"
+        ));
+        return problems;
+    };
+    let booked = match Currency::parse(&order.order.currency) {
+        Ok(c) => Money::new(order.order.total_minor, c),
+        Err(e) => {
+            problems.push(format!("order {order_id:?} of {seller:?}: {e}"));
+            return problems;
+        }
+    };
+    match fx.convert(booked, currency) {
+        Ok(expected) => {
+            let slack = if booked.currency == currency {
+                0
+            } else {
+                CONVERSION_SLACK_MINOR
+            };
+            if (expected.minor - total).abs() > slack {
+                problems.push(format!(
+                    "purchase {id}: total {total} {currency}, but {seller:?} booked {booked} for \
+                     order {order_id:?}, which is {expected} (slack {slack})"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!(
+            "purchase {id}: cannot convert {booked} booked by {seller:?} into {currency}: {e}"
+        )),
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[fx]\nbase = \"USD\"\n\n[fx.rates]\nEUR = 1.08\nGBP = 1.27\nJPY = 0.0067\n\n[[sellers]]\nname = \"s\"\n";
+
+    fn entry(kind: LedgerKind, id: &str, auth: &str, amount: i64, key: &str) -> LedgerEntry {
+        LedgerEntry {
+            kind,
+            id: id.into(),
+            authorization_id: auth.into(),
+            amount,
+            currency: "USD".into(),
+            idempotency_key: key.into(),
+        }
+    }
+
+    fn order(seller: &str, id: &str, total_minor: i64, currency: &str) -> SellerOrder {
+        SellerOrder {
+            seller: seller.into(),
+            order: AdminOrder {
+                order_id: id.into(),
+                offer_id: "o".into(),
+                isbn: "9780131103627".into(),
+                total_minor,
+                currency: currency.into(),
+                status: AdminOrderStatus::Placed,
+                idempotency_key: "k".into(),
+            },
+        }
+    }
+
+    fn purchased(seller: &str, order_id: &str, total: i64) -> serde_json::Value {
+        json!({"id": format!("pur_{order_id}"), "status": "purchased", "seller": seller,
+               "seller_order_id": order_id, "total": total, "currency": "USD"})
+    }
+
+    #[test]
+    fn fx_is_read_from_the_emitted_config() {
+        let fx = fx_of_config(CONFIG).unwrap();
+        assert_eq!(fx.base(), Currency::USD);
+        assert_eq!(
+            fx.convert(Money::new(1751, Currency::EUR), Currency::USD)
+                .unwrap(),
+            Money::new(1891, Currency::USD)
+        );
+        assert!(fx.knows(Currency::JPY) && !fx.knows(Currency::parse("CHF").unwrap()));
+        let inline = fx_of_config("[fx]\nbase = \"EUR\"\nrates = { USD = 1 }\n").unwrap();
+        assert_eq!(
+            inline
+                .convert(Money::new(100, Currency::USD), Currency::EUR)
+                .unwrap(),
+            Money::new(100, Currency::EUR)
+        );
+        assert!(fx_of_config("[server]\n").is_err());
+        assert!(fx_of_config("[fx]\nbase = \"usd\"\n").is_err());
+        assert!(fx_of_config("[fx]\nbase = \"USD\"\nrates = { EUR = \"x\" }\n").is_err());
+    }
+
+    #[test]
+    fn strict_check_accepts_agreeing_books() {
+        let fx = fx_of_config(CONFIG).unwrap();
+        let ledger = Ledger {
+            entries: vec![
+                entry(LedgerKind::Authorization, "auth_1", "auth_1", 2000, "a1"),
+                entry(LedgerKind::Capture, "ch_1", "auth_1", 1892, "c1"),
+                entry(LedgerKind::Authorization, "auth_2", "auth_2", 3000, "a2"),
+                entry(LedgerKind::Capture, "ch_2", "auth_2", 2500, "c2"),
+            ],
+        };
+        let orders = vec![
+            order("xml-eur", "x-1", 1751, "EUR"),
+            order("json-usd", "so-1", 2500, "USD"),
+        ];
+        // 1892 is within the slack of the converted 1891 (price and shipping rounded apart).
+        let answers = vec![
+            purchased("xml-eur", "x-1", 1892),
+            purchased("json-usd", "so-1", 2500),
+        ];
+        let max = |_: &serde_json::Value| Some(3000);
+        assert_eq!(
+            reconcile_strict(&answers, &ledger, &orders, &fx, max),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn strict_check_finds_wrong_amounts() {
+        let fx = fx_of_config(CONFIG).unwrap();
+        let ledger = Ledger {
+            entries: vec![
+                entry(LedgerKind::Authorization, "auth_1", "auth_1", 2000, "a1"),
+                entry(LedgerKind::Capture, "ch_1", "auth_1", 2100, "c1"),
+                entry(LedgerKind::Authorization, "auth_2", "auth_2", 3000, "a2"),
+                entry(LedgerKind::Capture, "ch_2", "auth_2", 2499, "c2"),
+                entry(LedgerKind::Authorization, "auth_3", "auth_3", 3000, "a3"),
+                entry(LedgerKind::Capture, "ch_3", "auth_3", 1895, "c3"),
+                entry(LedgerKind::Authorization, "auth_4", "auth_4", 3000, "a4"),
+                entry(LedgerKind::Capture, "ch_4", "auth_4", -5, "c4"),
+                entry(LedgerKind::Capture, "ch_5", "auth_9", 100, "c5"),
+            ],
+        };
+        let orders = vec![
+            order("json-usd", "so-1", 2100, "USD"),
+            order("json-usd", "so-2", 2500, "USD"),
+            order("xml-eur", "x-1", 1751, "EUR"),
+            order("line-gbp", "LO1", 500, "GBP"),
+        ];
+        let answers = vec![
+            purchased("json-usd", "so-1", 2100),
+            // The seller booked 25.00 but the customer was told (and charged) 24.99.
+            purchased("json-usd", "so-2", 2499),
+            // 17.51 EUR is 18.91 USD; 18.95 is beyond the slack.
+            purchased("xml-eur", "x-1", 1895),
+            purchased("line-gbp", "LO1", -5),
+        ];
+        let max = |a: &serde_json::Value| (a["seller_order_id"] == "so-1").then_some(2000);
+        let problems = reconcile_strict(&answers, &ledger, &orders, &fx, max);
+        let has = |needle: &str| problems.iter().any(|p| p.contains(needle));
+        assert!(
+            has("capture ch_1 of 2100 USD exceeds its authorization auth_1"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("purchase pur_so-1: total 2100 USD exceeds max_price 2000"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("purchase pur_so-2: total 2499 USD, but \"json-usd\" booked 25.00 USD"),
+            "{problems:#?}"
+        );
+        assert!(has("purchase pur_x-1: total 1895 USD"), "{problems:#?}");
+        assert!(
+            has("capture ch_4 of auth_4 is not positive"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("purchase pur_LO1: total -5 is not positive"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("capture ch_5 of auth_9, which the ledger never authorized"),
+            "{problems:#?}"
+        );
+        assert!(!has("auth_9 authorizes"), "{problems:#?}");
+        let missing = reconcile_strict(
+            &[purchased("json-usd", "so-9", 100)],
+            &Ledger {
+                entries: Vec::new(),
+            },
+            &orders,
+            &fx,
+            |_| None,
+        );
+        assert!(
+            missing.iter().any(|p| p.contains("has no order \"so-9\"")),
+            "{missing:#?}"
+        );
+    }
 }

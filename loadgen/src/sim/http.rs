@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,11 +20,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-use super::payment::{json_error, PaymentOp, PaymentState};
+use super::payment::{json_error, PaymentFault, PaymentOp, PaymentState};
 use super::rng::fast_u64;
 use super::seller::{
-    bump, CancelError, Fault, OrderError, RequestKind, SellerState, SellerStatsView,
+    bump, CancelError, Fault, OrderError, OrderReply, RequestKind, SellerState, SellerStatsView,
 };
 
 /// Largest request body read.
@@ -44,6 +46,84 @@ impl std::fmt::Display for HangUp {
 }
 
 impl std::error::Error for HangUp {}
+
+/// Marks a response that must not be sent: like [`HangUp`], and the connection is reset
+/// (`SO_LINGER` 0, so the peer sees a reset rather than an orderly close) when the
+/// connection supports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResetConnection;
+
+/// A TCP stream that, when asked to, makes its close a reset: on drop it sets
+/// `SO_LINGER` to 0 first, so the kernel sends RST and discards unsent data. Used for the
+/// payment provider's `reset_rate`.
+pub(crate) struct ResettableStream {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl ResettableStream {
+    /// Wraps a stream; the flag, once set, turns the close into a reset.
+    pub(crate) fn new(stream: TcpStream) -> (ResettableStream, Arc<AtomicBool>) {
+        let reset = Arc::new(AtomicBool::new(false));
+        (
+            ResettableStream {
+                stream,
+                reset: reset.clone(),
+            },
+            reset,
+        )
+    }
+}
+
+impl Drop for ResettableStream {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
+            // Linger 0 closes at once (no blocking in drop) with a reset; should the
+            // option fail, the close is an orderly one, which still gives no answer.
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for ResettableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResettableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
 
 /// The error a cut-off body reports to hyper, which then closes the connection.
 #[derive(Debug)]
@@ -218,6 +298,11 @@ pub(crate) enum HttpApp {
 }
 
 impl HttpApp {
+    /// Whether this is the payment provider (whose connections may be reset).
+    pub(crate) fn is_payment(&self) -> bool {
+        matches!(self, HttpApp::Payment { .. })
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<SimBody> {
         match self {
             HttpApp::Json(seller) => json_handle(seller, req).await,
@@ -275,7 +360,7 @@ fn quote_answer(
     }
 }
 
-async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<SimBody> {
+async fn json_handle(seller: &Arc<SellerState>, req: Request<Incoming>) -> Response<SimBody> {
     use json_seller::server::{self as codec, Route};
     let retry_after = seller.faults.retry_after_s;
     let overload = || codec::encode_error(429, "overloaded", Some(retry_after));
@@ -308,8 +393,9 @@ async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<S
                 return resp;
             }
             let answer = match codec::decode_order(key.as_deref(), &body) {
-                Ok(order) => match seller.order(&order) {
-                    Ok(outcome) => codec::encode_order(&outcome),
+                Ok(order) => match seller.order(&order).await {
+                    Ok(OrderReply::Outcome(outcome)) => codec::encode_order(&outcome),
+                    Ok(OrderReply::InProgress) => codec::encode_in_progress(),
                     Err(OrderError::UnknownOffer) => {
                         codec::encode_error(404, "unknown_offer", None)
                     }
@@ -326,7 +412,7 @@ async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<S
             {
                 return resp;
             }
-            let answer = match seller.cancel(&order_id) {
+            let answer = match seller.cancel_answer(&order_id).await {
                 Ok(()) => codec::encode_cancel(&order_id),
                 Err(CancelError::UnknownOrder) => codec::encode_error(404, "unknown_order", None),
             };
@@ -343,7 +429,7 @@ async fn json_handle(seller: &SellerState, req: Request<Incoming>) -> Response<S
     }
 }
 
-async fn xml_handle(seller: &SellerState, req: Request<Incoming>) -> Response<SimBody> {
+async fn xml_handle(seller: &Arc<SellerState>, req: Request<Incoming>) -> Response<SimBody> {
     use xml_seller::server::{self as codec, Route};
     let retry_after = seller.faults.retry_after_s;
     let overload = || codec::encode_error(503, "busy", Some(retry_after));
@@ -371,8 +457,9 @@ async fn xml_handle(seller: &SellerState, req: Request<Incoming>) -> Response<Si
                 return resp;
             }
             let answer = match codec::decode_order(&body, seller.currency) {
-                Ok(order) => match seller.order(&order) {
-                    Ok(outcome) => codec::encode_order(&outcome),
+                Ok(order) => match seller.order(&order).await {
+                    Ok(OrderReply::Outcome(outcome)) => codec::encode_order(&outcome),
+                    Ok(OrderReply::InProgress) => codec::encode_in_progress(),
                     Err(OrderError::UnknownOffer) => codec::encode_error(404, "unknownBook", None),
                     Err(e @ OrderError::WrongCurrency { .. }) => {
                         codec::encode_error(400, &format!("wrongCurrency: {e}"), None)
@@ -392,7 +479,7 @@ async fn xml_handle(seller: &SellerState, req: Request<Incoming>) -> Response<Si
                 return resp;
             }
             let answer = match codec::decode_cancel(&body) {
-                Ok(order_id) => match seller.cancel(&order_id) {
+                Ok(order_id) => match seller.cancel_answer(&order_id).await {
                     Ok(()) => codec::encode_cancel(),
                     Err(CancelError::UnknownOrder) => {
                         codec::encode_error(404, "unknownOrder", None)
@@ -420,7 +507,7 @@ struct StatsBody {
 }
 
 async fn payment_handle(
-    state: &PaymentState,
+    state: &Arc<PaymentState>,
     latency: Duration,
     sellers: &[Arc<SellerState>],
     req: Request<Incoming>,
@@ -453,7 +540,31 @@ async fn payment_handle(
         return to_hyper(json_error(400, "missing_idempotency_key"));
     };
     pause(latency).await;
-    to_hyper(state.execute(&op, &path, &key, &body))
+    // Faults are drawn only here, for the state-changing calls: the ledger, the stats
+    // and request errors above are never faulty or slow.
+    let fault = state.draw_fault(&op);
+    if fault.before_effect() {
+        return fault_answer(fault);
+    }
+    let answer = state.run(&op, &path, &key, &body).await;
+    match fault {
+        PaymentFault::None => to_hyper(answer),
+        // The operation took effect (and its result is stored for repeats); the caller
+        // never hears of it.
+        _ => fault_answer(fault),
+    }
+}
+
+/// The answer a faulty payment request gets: a 500, or no answer and a reset connection.
+fn fault_answer(fault: PaymentFault) -> Response<SimBody> {
+    match fault {
+        PaymentFault::Reset { .. } => {
+            let mut resp = plain(500, "");
+            resp.extensions_mut().insert(ResetConnection);
+            resp
+        }
+        PaymentFault::Error { .. } | PaymentFault::None => to_hyper(json_error(500, "internal")),
+    }
 }
 
 /// Serves one HTTP/1.1 connection (plain or TLS) until the peer closes it.
@@ -461,11 +572,29 @@ pub(crate) async fn serve_connection<I>(io: I, app: HttpApp)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_connection_with_reset(io, app, None).await;
+}
+
+/// Serves one HTTP/1.1 connection; a [`ResetConnection`] answer sets `reset` (the flag
+/// of a [`ResettableStream`]) before the connection is dropped.
+pub(crate) async fn serve_connection_with_reset<I>(
+    io: I,
+    app: HttpApp,
+    reset: Option<Arc<AtomicBool>>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let app = app.clone();
+        let reset = reset.clone();
         async move {
             let resp = app.handle(req).await;
-            if resp.extensions().get::<HangUp>().is_some() {
+            if resp.extensions().get::<ResetConnection>().is_some() {
+                if let Some(flag) = &reset {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                Err(HangUp)
+            } else if resp.extensions().get::<HangUp>().is_some() {
                 Err(HangUp)
             } else {
                 Ok(resp)

@@ -11,7 +11,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 use super::rng::fast_u64;
-use super::seller::{bump, CancelError, Fault, OrderError, RequestKind, SellerState};
+use super::seller::{
+    bump, CancelError, Fault, OrderError, OrderReply, RequestKind, SellerState,
+    IN_PROGRESS_RETRY_MS,
+};
 
 /// Answers queued per connection before request tasks wait for the writer.
 const QUEUE: usize = 1024;
@@ -163,12 +166,12 @@ async fn handle_line(line: &[u8], tx: &mpsc::Sender<Out>, seller: &Arc<SellerSta
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let out = answer(&seller, request, fault);
+        let out = answer(&seller, request, fault).await;
         let _ = tx.send(out).await;
     });
 }
 
-fn answer(seller: &SellerState, request: Request, fault: Fault) -> Out {
+async fn answer(seller: &Arc<SellerState>, request: Request, fault: Fault) -> Out {
     let mut out = Vec::new();
     let tag = request.tag().to_string();
     match fault {
@@ -212,21 +215,28 @@ fn answer(seller: &SellerState, request: Request, fault: Fault) -> Out {
             }
             Response::End { tag }.encode(&mut out);
         }
-        Request::Order { tag, order } => match seller.order(&order) {
-            Ok(bookbroker_protocols::OrderOutcome::Ordered { order_id, total }) => {
-                Response::Ordered {
-                    tag,
-                    order_id,
-                    total,
-                }
-                .encode(&mut out)
+        Request::Order { tag, order } => match seller.order(&order).await {
+            Ok(OrderReply::Outcome(bookbroker_protocols::OrderOutcome::Ordered {
+                order_id,
+                total,
+            })) => Response::Ordered {
+                tag,
+                order_id,
+                total,
             }
-            Ok(bookbroker_protocols::OrderOutcome::SoldOut) => {
+            .encode(&mut out),
+            Ok(OrderReply::Outcome(bookbroker_protocols::OrderOutcome::SoldOut)) => {
                 Response::SoldOut { tag }.encode(&mut out)
             }
-            Ok(bookbroker_protocols::OrderOutcome::PriceChanged { total }) => {
+            Ok(OrderReply::Outcome(bookbroker_protocols::OrderOutcome::PriceChanged { total })) => {
                 Response::Price { tag, total }.encode(&mut out)
             }
+            // The first attempt with this key is still running: ask again shortly.
+            Ok(OrderReply::InProgress) => Response::Busy {
+                tag,
+                retry_after_ms: IN_PROGRESS_RETRY_MS,
+            }
+            .encode(&mut out),
             Err(e @ OrderError::UnknownOffer) => {
                 err_line(&tag, "unknown_offer", &e.to_string()).encode(&mut out)
             }
@@ -234,7 +244,7 @@ fn answer(seller: &SellerState, request: Request, fault: Fault) -> Out {
                 err_line(&tag, "wrong_currency", &e.to_string()).encode(&mut out)
             }
         },
-        Request::Cancel { tag, order_id } => match seller.cancel(&order_id) {
+        Request::Cancel { tag, order_id } => match seller.cancel_answer(&order_id).await {
             Ok(()) => Response::Cancelled { tag }.encode(&mut out),
             Err(e @ CancelError::UnknownOrder) => {
                 err_line(&tag, "unknown_order", &e.to_string()).encode(&mut out)

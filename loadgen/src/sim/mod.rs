@@ -30,13 +30,13 @@ use tokio_rustls::TlsAcceptor;
 
 pub use emit::api_key_sha256;
 pub use scenario::{
-    CatalogueSpec, CustomerSpec, EngineSpec, FaultSpec, FxSpec, LatencySpec, PaymentSpec, Protocol,
-    RuntimeSpec, Scenario, SellerSpec,
+    CatalogueSpec, ConfirmLie, CustomerSpec, EngineSpec, FaultSpec, FxSpec, LatencySpec,
+    PaymentCall, PaymentSpec, Protocol, RuntimeSpec, Scenario, SellerSpec,
 };
 
 use self::http::HttpApp;
 use self::payment::PaymentState;
-use self::seller::{bump, SellerSetup, SellerState};
+use self::seller::{bump, LieModel, SellerSetup, SellerState};
 
 /// Why the simulator could not load a scenario or start.
 #[derive(Debug, thiserror::Error)]
@@ -217,11 +217,14 @@ impl RunningSim {
         let payment_listener = bind(host, scenario.payment.port, "the payment provider".into())?;
         let payment_addr = local_addr(&payment_listener, "the payment provider")?;
 
+        // Only lying sellers need the table; validation has checked it builds for them.
+        let fx = scenario.fx_table().ok().map(Arc::new);
         let mut states = Vec::new();
         let mut isbn_set = std::collections::HashSet::new();
         for (i, (spec, info)) in scenario.sellers.iter().zip(&infos).enumerate() {
             let at = format!("sellers[{i}] ({})", spec.name);
             let currency = spec.currency(&at)?;
+            let lie = lie_model(spec, &at, fx.as_ref())?;
             let bounds = spec.price_bounds(&at)?;
             let offers = catalogue::seller_offers(
                 &books,
@@ -246,6 +249,7 @@ impl RunningSim {
                 faults: spec.faults.clone(),
                 title_results_max: spec.title_results_max as usize,
                 stale_listings: spec.stale_listings,
+                lie,
             });
             state.endpoints = info.endpoints.clone();
             isbn_set.extend(state.isbns().copied());
@@ -284,7 +288,7 @@ impl RunningSim {
         bound.push(Bound {
             listener: payment_listener,
             serve: Serve::Http(HttpApp::Payment {
-                state: Arc::new(PaymentState::default()),
+                state: Arc::new(PaymentState::new(&scenario.payment)),
                 latency: Duration::from_millis(scenario.payment.latency_ms),
                 sellers: Arc::new(states),
             }),
@@ -430,6 +434,45 @@ impl Drop for RunningSim {
     }
 }
 
+/// The lie model of a seller, or `None` when its confirmations never lie.
+fn lie_model(
+    spec: &SellerSpec,
+    at: &str,
+    fx: Option<&Arc<bookbroker_protocols::FxTable>>,
+) -> Result<Option<LieModel>, SimError> {
+    let f = &spec.faults;
+    if f.confirm_lie_rate <= 0.0 {
+        return Ok(None);
+    }
+    let invalid = |field: &str, reason: &str| SimError::Invalid {
+        field: format!("{at}.faults.{field}"),
+        reason: reason.to_string(),
+    };
+    match f.confirm_lie {
+        None => Err(invalid(
+            "confirm_lie",
+            "is required when confirm_lie_rate is above 0",
+        )),
+        Some(ConfirmLie::Negative) => Ok(Some(LieModel::Negative)),
+        Some(ConfirmLie::Inflated) => Ok(Some(LieModel::Inflated {
+            // Hundredths of a percent, so the booking is exact integer arithmetic.
+            basis_points: (f.inflate_pct * 100.0).round() as i128,
+        })),
+        Some(ConfirmLie::OtherCurrency) => {
+            let code = f
+                .confirm_currency
+                .as_deref()
+                .ok_or_else(|| invalid("confirm_currency", "is required for other_currency"))?;
+            let to = bookbroker_protocols::Currency::parse(code)
+                .map_err(|e| invalid("confirm_currency", &e.to_string()))?;
+            let fx = fx
+                .cloned()
+                .ok_or_else(|| invalid("confirm_currency", "the [fx] table is not usable"))?;
+            Ok(Some(LieModel::OtherCurrency { to, fx }))
+        }
+    }
+}
+
 /// Writes a file completely: to a temporary name first, then renamed, so a reader that
 /// waits for the file never sees half of it.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
@@ -460,6 +503,15 @@ async fn accept_loop(listener: TcpListener, serve: Serve, counter: Option<Arc<Se
         }
         let _ = stream.set_nodelay(true);
         match &serve {
+            // Payment connections may be reset on purpose (`reset_rate`).
+            Serve::Http(app) if app.is_payment() => {
+                let (stream, reset) = http::ResettableStream::new(stream);
+                tokio::spawn(http::serve_connection_with_reset(
+                    stream,
+                    app.clone(),
+                    Some(reset),
+                ));
+            }
             Serve::Http(app) => {
                 tokio::spawn(http::serve_connection(stream, app.clone()));
             }

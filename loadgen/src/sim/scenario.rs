@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use bookbroker_protocols::{Currency, Money};
+use bookbroker_protocols::{Currency, FxTable, Money};
 use serde::{Deserialize, Serialize};
 
 use super::SimError;
@@ -81,7 +81,7 @@ impl Default for FxSpec {
 }
 
 /// `[payment]`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentSpec {
     /// Listening port; 0 = any free port.
@@ -90,6 +90,71 @@ pub struct PaymentSpec {
     /// Delay before every authorization, capture, void or refund answer.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Share of first attempts of an idempotency key (authorize, capture, void, refund)
+    /// that take `slow_first_ms` before they take effect and answer; a repeat of the key
+    /// meanwhile is answered `409 {"error": "idempotency_key_in_use"}`.
+    #[serde(default)]
+    pub slow_first_rate: f64,
+    /// How long a slow first attempt takes, on top of `latency_ms`.
+    #[serde(default)]
+    pub slow_first_ms: u64,
+    /// Share of requests to the calls in `faults_on` answered `500 {"error": "internal"}`.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Share of requests to the calls in `faults_on` whose connection is reset without
+    /// any answer.
+    #[serde(default)]
+    pub reset_rate: f64,
+    /// The calls `error_rate` and `reset_rate` apply to.
+    #[serde(default = "default_faults_on")]
+    pub faults_on: Vec<PaymentCall>,
+    /// Share of the faulty requests that take effect (ledger, stored idempotent result)
+    /// before their answer fails: the charge happened, the caller never heard.
+    #[serde(default = "default_fault_after_effect")]
+    pub fault_after_effect: f64,
+}
+
+impl Default for PaymentSpec {
+    fn default() -> Self {
+        PaymentSpec {
+            port: 0,
+            latency_ms: 0,
+            slow_first_rate: 0.0,
+            slow_first_ms: 0,
+            error_rate: 0.0,
+            reset_rate: 0.0,
+            faults_on: default_faults_on(),
+            fault_after_effect: default_fault_after_effect(),
+        }
+    }
+}
+
+/// A call of the payment provider, as `[payment] faults_on` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentCall {
+    /// `POST /v1/authorizations`.
+    Authorize,
+    /// `POST /v1/authorizations/{id}/capture`.
+    Capture,
+    /// `POST /v1/authorizations/{id}/void`.
+    Void,
+    /// `POST /v1/charges/{id}/refund`.
+    Refund,
+}
+
+/// How a lying order confirmation lies (`[sellers.faults] confirm_lie`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmLie {
+    /// Booked at the honest total; the confirmation states that total negated.
+    Negative,
+    /// Booked at the honest total in the seller's currency; the confirmation states it
+    /// converted into `confirm_currency`.
+    OtherCurrency,
+    /// Booked at the honest total plus `inflate_pct` percent, and confirmed at that
+    /// booked total.
+    Inflated,
 }
 
 /// `[[customers]]`.
@@ -248,6 +313,35 @@ pub struct FaultSpec {
     /// Share of quote requests never answered (the connection stays open).
     #[serde(default)]
     pub hang_rate: f64,
+    /// Share of placed orders whose confirmation lies, as `confirm_lie` says (decided
+    /// per idempotency key).
+    #[serde(default)]
+    pub confirm_lie_rate: f64,
+    /// How a lying confirmation lies; required when `confirm_lie_rate` is above 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_lie: Option<ConfirmLie>,
+    /// The currency an `other_currency` lie states its total in (fx base or in rates,
+    /// other than the seller's own); required for that lie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_currency: Option<String>,
+    /// By how much an `inflated` order is booked above the honest total, in percent.
+    #[serde(default = "default_inflate_pct")]
+    pub inflate_pct: f64,
+    /// Share of first attempts of an order idempotency key that are slow (decided per
+    /// key): booked at once, answered `order_slow_first_ms` later; a repeat meanwhile is
+    /// answered "in progress".
+    #[serde(default)]
+    pub order_slow_first_rate: f64,
+    /// How much longer a slow first order attempt takes to answer.
+    #[serde(default)]
+    pub order_slow_first_ms: u64,
+    /// Share of cancel requests that stall `cancel_stall_ms` before they take effect and
+    /// answer.
+    #[serde(default)]
+    pub cancel_stall_rate: f64,
+    /// How long a stalled cancel waits.
+    #[serde(default)]
+    pub cancel_stall_ms: u64,
 }
 
 impl Default for FaultSpec {
@@ -262,6 +356,14 @@ impl Default for FaultSpec {
             close_rate: 0.0,
             hang: false,
             hang_rate: 0.0,
+            confirm_lie_rate: 0.0,
+            confirm_lie: None,
+            confirm_currency: None,
+            inflate_pct: default_inflate_pct(),
+            order_slow_first_rate: 0.0,
+            order_slow_first_ms: 0,
+            cancel_stall_rate: 0.0,
+            cancel_stall_ms: 0,
         }
     }
 }
@@ -358,6 +460,19 @@ fn default_jitter_ms() -> f64 {
 fn default_drift_pct() -> f64 {
     10.0
 }
+fn default_inflate_pct() -> f64 {
+    10.0
+}
+fn default_faults_on() -> Vec<PaymentCall> {
+    vec![
+        PaymentCall::Authorize,
+        PaymentCall::Capture,
+        PaymentCall::Void,
+    ]
+}
+fn default_fault_after_effect() -> f64 {
+    0.5
+}
 fn default_engine_listen() -> String {
     "127.0.0.1:8080".to_string()
 }
@@ -411,6 +526,30 @@ fn check_ms(field: String, value: f64) -> Result<(), SimError> {
         Err(invalid(
             field,
             format!("must be between 0 and {MAX_DELAY_MS} ms, found {value}"),
+        ))
+    }
+}
+
+/// Checks a whole-millisecond delay against the same bound as the latency settings.
+fn check_delay_ms(field: String, value: u64) -> Result<(), SimError> {
+    // The bound is a whole number of milliseconds, so the conversion is exact.
+    if value <= MAX_DELAY_MS as u64 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be at most {MAX_DELAY_MS} ms, found {value}"),
+        ))
+    }
+}
+
+fn check_pct(field: String, value: f64) -> Result<(), SimError> {
+    if value.is_finite() && (0.0..=1000.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be between 0 and 1000, found {value}"),
         ))
     }
 }
@@ -474,6 +613,7 @@ impl Scenario {
             }
             known.push(currency);
         }
+        self.validate_payment()?;
         let mut customer_ids = HashSet::new();
         for (i, c) in self.customers.iter().enumerate() {
             if c.id.trim().is_empty() {
@@ -623,6 +763,7 @@ impl Scenario {
                     "must be at most 86400",
                 ));
             }
+            self.validate_partner_faults(&at, f, currency, &known)?;
         }
         if self.engine.listen.trim().is_empty() {
             return Err(invalid("engine.listen", "must not be empty"));
@@ -637,6 +778,102 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+}
+
+impl Scenario {
+    /// Checks the `[payment]` fault and slowness settings.
+    fn validate_payment(&self) -> Result<(), SimError> {
+        let p = &self.payment;
+        check_share("payment.slow_first_rate".into(), p.slow_first_rate)?;
+        check_delay_ms("payment.slow_first_ms".into(), p.slow_first_ms)?;
+        check_share("payment.error_rate".into(), p.error_rate)?;
+        check_share("payment.reset_rate".into(), p.reset_rate)?;
+        check_share("payment.fault_after_effect".into(), p.fault_after_effect)?;
+        let sum = p.error_rate + p.reset_rate;
+        if sum > 1.0 + 1e-9 {
+            return Err(invalid(
+                "payment",
+                format!("error_rate + reset_rate must not exceed 1, found {sum}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a seller's lie, slow-first and stall settings (`at` names the seller).
+    fn validate_partner_faults(
+        &self,
+        at: &str,
+        f: &FaultSpec,
+        seller_currency: Currency,
+        known: &[Currency],
+    ) -> Result<(), SimError> {
+        check_share(format!("{at}.faults.confirm_lie_rate"), f.confirm_lie_rate)?;
+        check_pct(format!("{at}.faults.inflate_pct"), f.inflate_pct)?;
+        check_share(
+            format!("{at}.faults.order_slow_first_rate"),
+            f.order_slow_first_rate,
+        )?;
+        check_delay_ms(
+            format!("{at}.faults.order_slow_first_ms"),
+            f.order_slow_first_ms,
+        )?;
+        check_share(
+            format!("{at}.faults.cancel_stall_rate"),
+            f.cancel_stall_rate,
+        )?;
+        check_delay_ms(format!("{at}.faults.cancel_stall_ms"), f.cancel_stall_ms)?;
+        if let Some(code) = &f.confirm_currency {
+            let field = format!("{at}.faults.confirm_currency");
+            let currency = parse_currency(field.clone(), code)?;
+            if !known.contains(&currency) {
+                return Err(invalid(
+                    field,
+                    format!("{code} is neither fx.base nor in fx.rates"),
+                ));
+            }
+            if currency == seller_currency {
+                // A confirmation in the seller's own currency would not lie at all.
+                return Err(invalid(
+                    field,
+                    format!("must differ from the seller's currency {seller_currency}"),
+                ));
+            }
+        }
+        if f.confirm_lie_rate > 0.0 {
+            match f.confirm_lie {
+                None => {
+                    return Err(invalid(
+                        format!("{at}.faults.confirm_lie"),
+                        "is required when confirm_lie_rate is above 0: negative, other_currency or inflated",
+                    ))
+                }
+                Some(ConfirmLie::OtherCurrency) if f.confirm_currency.is_none() => {
+                    return Err(invalid(
+                        format!("{at}.faults.confirm_currency"),
+                        "is required for confirm_lie = \"other_currency\"",
+                    ))
+                }
+                Some(ConfirmLie::OtherCurrency) => {
+                    // The conversion needs a usable rate table, not just known codes.
+                    self.fx_table()?;
+                }
+                Some(ConfirmLie::Negative | ConfirmLie::Inflated) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[fx]` table as exact rates, for converting amounts the way the engine does.
+    pub fn fx_table(&self) -> Result<FxTable, SimError> {
+        let base = parse_currency("fx.base".into(), &self.fx.base)?;
+        let mut rates = Vec::with_capacity(self.fx.rates.len());
+        for (code, rate) in &self.fx.rates {
+            let currency = parse_currency(format!("fx.rates.{code}"), code)?;
+            rates.push((currency, FxTable::rate_text_from_f64(*rate)));
+        }
+        let pairs: Vec<(Currency, &str)> = rates.iter().map(|(c, t)| (*c, t.as_str())).collect();
+        FxTable::new(base, &pairs).map_err(|e| invalid("fx.rates", e.to_string()))
     }
 }
 

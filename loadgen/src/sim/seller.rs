@@ -2,14 +2,14 @@
 //! and latency model and its request counters. Protocol-neutral: the HTTP and line
 //! front ends call into it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bookbroker_protocols::admin::{AdminOrder, AdminOrderStatus, AdminOrders};
 use bookbroker_protocols::{
-    Currency, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
+    Currency, FxTable, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
 };
 use serde::Serialize;
 
@@ -30,7 +30,11 @@ struct Listing {
 /// One recorded order.
 #[derive(Debug, Clone)]
 struct OrderEntry {
+    /// What the seller booked (the admin listing reports this).
     record: AdminOrder,
+    /// What the confirmation states: the booked total, unless this order's
+    /// confirmation lies. Kept so a repeat of the key gets the same confirmation.
+    confirmed: Money,
     listing: usize,
 }
 
@@ -41,6 +45,41 @@ struct OrderBook {
     by_key: HashMap<String, usize>,
     by_id: HashMap<String, usize>,
     orders: Vec<OrderEntry>,
+    /// Keys whose slow first attempt has not answered yet.
+    in_flight: HashSet<String>,
+}
+
+/// How this seller's lying confirmations lie, ready to apply.
+#[derive(Debug, Clone)]
+pub(crate) enum LieModel {
+    /// Confirm the booked total negated.
+    Negative,
+    /// Confirm the booked total converted into `to`.
+    OtherCurrency { to: Currency, fx: Arc<FxTable> },
+    /// Book and confirm the honest total plus `basis_points` / 100 percent.
+    Inflated { basis_points: i128 },
+}
+
+/// What one order request gets, once any wait is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OrderReply {
+    /// An outcome to send.
+    Outcome(OrderOutcome),
+    /// The first attempt with this key is still running; the caller should ask again.
+    InProgress,
+}
+
+/// What [`SellerState::place`] decided, before any wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Answer now.
+    Now(OrderReply),
+    /// A slow first attempt: already booked (when it is an order) and marked in flight;
+    /// answer `outcome` after `hold`, once [`SellerState::first_answered`] has run.
+    Held {
+        outcome: OrderOutcome,
+        hold: Duration,
+    },
 }
 
 /// Request counters of a seller, reported by `GET /admin/stats`.
@@ -123,6 +162,8 @@ pub(crate) struct SellerSetup {
     pub faults: FaultSpec,
     pub title_results_max: usize,
     pub stale_listings: bool,
+    /// How lying confirmations lie (`None` when `confirm_lie_rate` is 0).
+    pub lie: Option<LieModel>,
 }
 
 /// One simulated seller.
@@ -142,9 +183,18 @@ pub(crate) struct SellerState {
     orders: Mutex<OrderBook>,
     /// Seed of deterministic per-key decisions (drift).
     decision_seed: u64,
+    /// Seed of the per-key lie decision: apart from drift's, so the two are independent.
+    lie_seed: u64,
+    /// Seed of the per-key slow-first decision.
+    slow_seed: u64,
+    lie: Option<LieModel>,
     title_results_max: usize,
     stale_listings: bool,
 }
+
+/// `line` answers "in progress" as `BUSY tag\t<this>`: a short wait, since the first
+/// attempt is already running.
+pub(crate) const IN_PROGRESS_RETRY_MS: u64 = 100;
 
 impl SellerState {
     pub(crate) fn new(setup: SellerSetup) -> SellerState {
@@ -160,8 +210,12 @@ impl SellerState {
                 offer,
             });
         }
+        let decision_seed = mix(setup.seed, fnv1a(setup.name.as_bytes()) ^ 0xD21F7);
         SellerState {
-            decision_seed: mix(setup.seed, fnv1a(setup.name.as_bytes()) ^ 0xD21F7),
+            decision_seed,
+            lie_seed: mix(decision_seed, 0x11E5),
+            slow_seed: mix(decision_seed, 0x5105),
+            lie: setup.lie,
             name: setup.name,
             protocol: setup.protocol,
             currency: setup.currency,
@@ -257,24 +311,89 @@ impl SellerState {
         }
     }
 
-    /// Places an order (or returns the first result for a known idempotency key).
-    pub(crate) fn order(&self, req: &OrderRequest) -> Result<OrderOutcome, OrderError> {
+    /// What an order booked at the honest total `honest` is booked and confirmed at:
+    /// both `honest`, unless this key falls into the lie share. Deterministic per key,
+    /// like drift.
+    fn booked_and_confirmed(&self, key: &str, honest: i64) -> (i64, Money) {
+        let truth = (honest, Money::new(honest, self.currency));
+        let Some(lie) = &self.lie else {
+            return truth;
+        };
+        let rate = self.faults.confirm_lie_rate;
+        if rate <= 0.0 || unit_of(self.lie_seed, key.as_bytes()) >= rate {
+            return truth;
+        }
+        match lie {
+            LieModel::Negative => (honest, Money::new(honest.saturating_neg(), self.currency)),
+            LieModel::OtherCurrency { to, fx } => {
+                match fx.convert(Money::new(honest, self.currency), *to) {
+                    Ok(converted) => (honest, converted),
+                    // Only absurd amounts overflow; confirm honestly rather than fail.
+                    Err(_) => truth,
+                }
+            }
+            LieModel::Inflated { basis_points } => {
+                let booked = inflate(honest, *basis_points);
+                (booked, Money::new(booked, self.currency))
+            }
+        }
+    }
+
+    /// Whether the first attempt of `key` is slow, and for how long. Deterministic per
+    /// key, like drift.
+    fn slow_first(&self, key: &str) -> Option<Duration> {
+        let f = &self.faults;
+        if f.order_slow_first_rate > 0.0
+            && unit_of(self.slow_seed, key.as_bytes()) < f.order_slow_first_rate
+        {
+            Some(Duration::from_millis(f.order_slow_first_ms))
+        } else {
+            None
+        }
+    }
+
+    /// Decides an order: the stored confirmation for a known idempotency key, "in
+    /// progress" while the key's slow first attempt runs, else the outcome of a new
+    /// attempt (booked at once when it is an order, so a concurrent repeat sees it).
+    pub(crate) fn place(&self, req: &OrderRequest) -> Result<Placed, OrderError> {
         let index = *self
             .by_offer_id
             .get(&req.offer_id)
             .ok_or(OrderError::UnknownOffer)?;
         let listing = self.listings.get(index).ok_or(OrderError::UnknownOffer)?;
         let mut book = self.book();
+        if book.in_flight.contains(&req.idempotency_key) {
+            return Ok(Placed::Now(OrderReply::InProgress));
+        }
         if let Some(entry) = book
             .by_key
             .get(&req.idempotency_key)
             .and_then(|i| book.orders.get(*i))
         {
-            return Ok(OrderOutcome::Ordered {
+            return Ok(Placed::Now(OrderReply::Outcome(OrderOutcome::Ordered {
                 order_id: entry.record.order_id.clone(),
-                total: Money::new(entry.record.total_minor, self.currency),
-            });
+                total: entry.confirmed,
+            })));
         }
+        let outcome = self.new_attempt(&mut book, index, listing, req)?;
+        match self.slow_first(&req.idempotency_key) {
+            Some(hold) => {
+                book.in_flight.insert(req.idempotency_key.clone());
+                Ok(Placed::Held { outcome, hold })
+            }
+            None => Ok(Placed::Now(OrderReply::Outcome(outcome))),
+        }
+    }
+
+    /// The first (or a not remembered) attempt of a key: currency, stock and price
+    /// checks, then the booking.
+    fn new_attempt(
+        &self,
+        book: &mut OrderBook,
+        index: usize,
+        listing: &Listing,
+        req: &OrderRequest,
+    ) -> Result<OrderOutcome, OrderError> {
         if req.expected_total.currency != self.currency {
             return Err(OrderError::WrongCurrency {
                 found: req.expected_total.currency,
@@ -307,11 +426,12 @@ impl SellerState {
             Protocol::Xml => format!("x-{n}"),
             Protocol::Line => format!("LO{n}"),
         };
+        let (booked, confirmed) = self.booked_and_confirmed(&req.idempotency_key, total);
         let record = AdminOrder {
             order_id: order_id.clone(),
             offer_id: listing.offer.offer_id.clone(),
             isbn: listing.offer.isbn.as_str().to_string(),
-            total_minor: total,
+            total_minor: booked,
             currency: self.currency.code().to_string(),
             status: AdminOrderStatus::Placed,
             idempotency_key: req.idempotency_key.clone(),
@@ -319,14 +439,45 @@ impl SellerState {
         let at = book.orders.len();
         book.orders.push(OrderEntry {
             record,
+            confirmed,
             listing: index,
         });
         book.by_key.insert(req.idempotency_key.clone(), at);
         book.by_id.insert(order_id.clone(), at);
         Ok(OrderOutcome::Ordered {
             order_id,
-            total: Money::new(total, self.currency),
+            total: confirmed,
         })
+    }
+
+    /// Ends the "in progress" window of a key's slow first attempt.
+    pub(crate) fn first_answered(&self, key: &str) {
+        self.book().in_flight.remove(key);
+    }
+
+    /// Places an order and waits as the model says: a slow first attempt answers after
+    /// its hold. The hold runs in a task of its own, so the key leaves "in progress" on
+    /// time even when the client gives up on this request.
+    pub(crate) async fn order(
+        self: &Arc<Self>,
+        req: &OrderRequest,
+    ) -> Result<OrderReply, OrderError> {
+        match self.place(req)? {
+            Placed::Now(reply) => Ok(reply),
+            Placed::Held { outcome, hold } => {
+                let seller = self.clone();
+                let key = req.idempotency_key.clone();
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    seller.first_answered(&key);
+                });
+                if task.await.is_err() {
+                    // The task cannot panic; should it ever, do not leave the key stuck.
+                    self.first_answered(&req.idempotency_key);
+                }
+                Ok(OrderReply::Outcome(outcome))
+            }
+        }
     }
 
     /// Cancels an order and gives its copy back; cancelling twice is fine.
@@ -344,6 +495,36 @@ impl SellerState {
             }
         }
         Ok(())
+    }
+
+    /// How long this cancel request stalls before it takes effect, if it does.
+    fn cancel_stall(&self) -> Option<Duration> {
+        let f = &self.faults;
+        if f.cancel_stall_rate > 0.0 && fast_unit() < f.cancel_stall_rate {
+            Some(Duration::from_millis(f.cancel_stall_ms))
+        } else {
+            None
+        }
+    }
+
+    /// Cancels an order as the model says: a stalled cancel takes effect (and answers)
+    /// only after its stall, in a task of its own so that it takes effect then even when
+    /// the client has given up.
+    pub(crate) async fn cancel_answer(self: &Arc<Self>, order_id: &str) -> Result<(), CancelError> {
+        let Some(stall) = self.cancel_stall() else {
+            return self.cancel(order_id);
+        };
+        let seller = self.clone();
+        let id = order_id.to_string();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(stall).await;
+            seller.cancel(&id)
+        });
+        match task.await {
+            Ok(result) => result,
+            // The task cannot panic; should it ever, cancel here rather than not at all.
+            Err(_) => self.cancel(order_id),
+        }
     }
 
     /// Every order, oldest first.
@@ -425,4 +606,19 @@ impl SellerState {
 /// Adds one to a counter.
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `honest` raised by `basis_points` hundredths of a percent, rounded half to even to the
+/// minor unit (exact integer arithmetic, as the engine's FX rounding).
+pub(crate) fn inflate(honest: i64, basis_points: i128) -> i64 {
+    let numerator = i128::from(honest) * (10_000 + basis_points);
+    let q = numerator.div_euclid(10_000);
+    let r = numerator.rem_euclid(10_000);
+    let up = match (r * 2).cmp(&10_000) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => q % 2 != 0,
+    };
+    let rounded = if up { q + 1 } else { q };
+    i64::try_from(rounded).unwrap_or(i64::MAX)
 }

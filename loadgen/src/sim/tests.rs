@@ -7,14 +7,27 @@ use std::time::Duration;
 
 use bookbroker_protocols::payment::{LedgerKind, SettleOutcome};
 use bookbroker_protocols::{
-    Condition, Currency, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
+    Condition, Currency, FxTable, Isbn, Money, OrderOutcome, OrderRequest, QuoteQuery, SellerOffer,
 };
 
 use super::catalogue::{books, seller_offers, SellerCatalogueSpec};
 use super::payment::{PaymentOp, PaymentState};
 use super::scenario::PriceBounds;
-use super::seller::{CancelError, Fault, OrderError, RequestKind, SellerSetup, SellerState};
+use super::seller::{
+    self, CancelError, Fault, LieModel, OrderError, OrderReply, Placed, RequestKind, SellerSetup,
+    SellerState,
+};
 use super::*;
+
+impl SellerState {
+    /// The outcome of an order, without any wait (the order model alone).
+    fn order_sync(&self, req: &OrderRequest) -> Result<OrderOutcome, OrderError> {
+        match self.place(req)? {
+            Placed::Now(OrderReply::Outcome(outcome)) | Placed::Held { outcome, .. } => Ok(outcome),
+            Placed::Now(OrderReply::InProgress) => panic!("key in progress"),
+        }
+    }
+}
 
 const DEMO: &str = include_str!("../../scenarios/demo.toml");
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -252,6 +265,7 @@ fn seller(faults: FaultSpec) -> SellerState {
         faults,
         title_results_max: 100,
         stale_listings: false,
+        lie: None,
     })
 }
 
@@ -277,16 +291,19 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
     let s = seller(FaultSpec::default());
     assert_eq!(s.offer_count(), 2);
     assert_eq!(quantity(&s, "o-1"), Some(2));
-    let first = s.order(&order("o-1", 1300, "k1")).expect("order");
+    let first = s.order_sync(&order("o-1", 1300, "k1")).expect("order");
     let OrderOutcome::Ordered { order_id, total } = first.clone() else {
         panic!("{first:?}")
     };
     assert_eq!(total, Money::new(1300, Currency::USD));
     assert_eq!(quantity(&s, "o-1"), Some(1));
     // Same key: same answer, no second decrement.
-    assert_eq!(s.order(&order("o-1", 1300, "k1")).expect("repeat"), first);
+    assert_eq!(
+        s.order_sync(&order("o-1", 1300, "k1")).expect("repeat"),
+        first
+    );
     assert_eq!(quantity(&s, "o-1"), Some(1));
-    let second = s.order(&order("o-1", 1300, "k2")).expect("order 2");
+    let second = s.order_sync(&order("o-1", 1300, "k2")).expect("order 2");
     assert!(matches!(second, OrderOutcome::Ordered { .. }));
     assert_eq!(
         quantity(&s, "o-1"),
@@ -294,7 +311,7 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
         "sold out offers leave the quotes"
     );
     assert_eq!(
-        s.order(&order("o-1", 1300, "k3")).expect("sold out"),
+        s.order_sync(&order("o-1", 1300, "k3")).expect("sold out"),
         OrderOutcome::SoldOut
     );
     s.cancel(&order_id).expect("cancel");
@@ -306,7 +323,10 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
         "a second cancel gives nothing back"
     );
     // The cancelled order's key still answers with the first result.
-    assert_eq!(s.order(&order("o-1", 1300, "k1")).expect("repeat"), first);
+    assert_eq!(
+        s.order_sync(&order("o-1", 1300, "k1")).expect("repeat"),
+        first
+    );
     let admin = s.admin_orders();
     assert_eq!(admin.seller, "t");
     assert_eq!(admin.orders.len(), 2);
@@ -321,19 +341,19 @@ fn orders_decrement_stock_are_idempotent_and_cancel_restores() {
     );
     assert_eq!(admin.orders[1].idempotency_key, "k2");
     assert_eq!(
-        s.order(&order("nope", 1, "k9")),
+        s.order_sync(&order("nope", 1, "k9")),
         Err(OrderError::UnknownOffer)
     );
     assert_eq!(s.cancel("so-99"), Err(CancelError::UnknownOrder));
     let mut eur = order("o-2", 2000, "k10");
     eur.expected_total = Money::new(2000, Currency::EUR);
     assert!(matches!(
-        s.order(&eur),
+        s.order_sync(&eur),
         Err(OrderError::WrongCurrency { .. })
     ));
     // A stale (lower) expectation meets the current price.
     assert_eq!(
-        s.order(&order("o-2", 1999, "k11")).expect("stale"),
+        s.order_sync(&order("o-2", 1999, "k11")).expect("stale"),
         OrderOutcome::PriceChanged {
             total: Money::new(2000, Currency::USD)
         }
@@ -347,7 +367,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
         drift_pct: 10.0,
         ..FaultSpec::default()
     });
-    let changed = s.order(&order("o-1", 1300, "d1")).expect("order");
+    let changed = s.order_sync(&order("o-1", 1300, "d1")).expect("order");
     assert_eq!(
         changed,
         OrderOutcome::PriceChanged {
@@ -356,7 +376,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
     );
     assert_eq!(quantity(&s, "o-1"), Some(2), "no copy taken");
     let ok = s
-        .order(&order("o-1", 1430, "d1"))
+        .order_sync(&order("o-1", 1430, "d1"))
         .expect("order at drifted price");
     assert!(
         matches!(ok, OrderOutcome::Ordered { total, .. } if total.minor == 1430),
@@ -370,9 +390,9 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
     let mut drifted = 0;
     for i in 0..400 {
         let key = format!("key-{i}");
-        let a = half.order(&order("nope", 0, &key));
+        let a = half.order_sync(&order("nope", 0, &key));
         assert_eq!(a, Err(OrderError::UnknownOffer));
-        let outcome = half.order(&order("o-2", 1, &key)).expect("order");
+        let outcome = half.order_sync(&order("o-2", 1, &key)).expect("order");
         if outcome
             == (OrderOutcome::PriceChanged {
                 total: Money::new(2200, Currency::USD),
@@ -380,7 +400,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
         {
             drifted += 1;
             assert_eq!(
-                half.order(&order("o-2", 1, &key)).expect("again"),
+                half.order_sync(&order("o-2", 1, &key)).expect("again"),
                 outcome,
                 "same key, same price"
             );
@@ -389,7 +409,7 @@ fn drift_raises_the_price_and_accepts_the_drifted_total() {
     assert!((140..260).contains(&drifted), "{drifted}");
     let none = seller(FaultSpec::default());
     assert!(matches!(
-        none.order(&order("o-1", 1300, "n1")).expect("order"),
+        none.order_sync(&order("o-1", 1300, "n1")).expect("order"),
         OrderOutcome::Ordered { .. }
     ));
 }
@@ -449,6 +469,7 @@ fn faults_are_drawn_by_kind() {
         faults: FaultSpec::default(),
         title_results_max: 1,
         stale_listings: false,
+        lie: None,
     });
     assert_eq!(slow.delay(), Duration::from_millis(50));
     let plain = seller(FaultSpec::default());
@@ -891,14 +912,15 @@ fn stale_listings_keep_quoting_sold_out_offers() {
         faults: FaultSpec::default(),
         title_results_max: 10,
         stale_listings: true,
+        lie: None,
     });
     assert!(matches!(
-        s.order(&order("L1", 600, "s1")).expect("order"),
+        s.order_sync(&order("L1", 600, "s1")).expect("order"),
         OrderOutcome::Ordered { .. }
     ));
     assert_eq!(quantity(&s, "L1"), Some(1), "still listed");
     assert_eq!(
-        s.order(&order("L1", 600, "s2")).expect("order"),
+        s.order_sync(&order("L1", 600, "s2")).expect("order"),
         OrderOutcome::SoldOut
     );
 }
@@ -974,5 +996,1010 @@ hang = true
         ),
         "{err}"
     );
+    sim.stop();
+}
+
+// ---- partner behaviours: options and validation -------------------------------------
+
+#[test]
+fn partner_options_default_to_off() {
+    let s = Scenario::from_toml_str(&minimal("")).expect("valid");
+    let f = &s.sellers[0].faults;
+    assert_eq!(
+        (
+            f.confirm_lie_rate,
+            f.confirm_lie,
+            f.confirm_currency.as_deref()
+        ),
+        (0.0, None, None)
+    );
+    assert_eq!(f.inflate_pct, 10.0);
+    assert_eq!((f.order_slow_first_rate, f.order_slow_first_ms), (0.0, 0));
+    assert_eq!((f.cancel_stall_rate, f.cancel_stall_ms), (0.0, 0));
+    let p = &s.payment;
+    assert_eq!((p.slow_first_rate, p.slow_first_ms), (0.0, 0));
+    assert_eq!(
+        (p.error_rate, p.reset_rate, p.fault_after_effect),
+        (0.0, 0.0, 0.5)
+    );
+    assert_eq!(
+        p.faults_on,
+        vec![
+            PaymentCall::Authorize,
+            PaymentCall::Capture,
+            PaymentCall::Void
+        ]
+    );
+    assert_eq!(p, &PaymentSpec::default());
+    let all = Scenario::from_toml_str(&minimal(
+        "[sellers.faults]\nconfirm_lie_rate = 0.5\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"\ninflate_pct = 2.5\norder_slow_first_rate = 0.25\norder_slow_first_ms = 300\ncancel_stall_rate = 1\ncancel_stall_ms = 50",
+    ))
+    .expect("valid");
+    let f = &all.sellers[0].faults;
+    assert_eq!(f.confirm_lie, Some(ConfirmLie::OtherCurrency));
+    assert_eq!(f.confirm_currency.as_deref(), Some("EUR"));
+    assert_eq!((f.inflate_pct, f.order_slow_first_ms), (2.5, 300));
+    let pay = Scenario::from_toml_str(&format!(
+        "[payment]\nslow_first_rate = 0.1\nslow_first_ms = 900\nerror_rate = 0.2\nreset_rate = 0.3\nfaults_on = [\"capture\", \"refund\"]\nfault_after_effect = 1.0\n{}",
+        minimal("")
+    ))
+    .expect("valid");
+    assert_eq!(
+        pay.payment.faults_on,
+        vec![PaymentCall::Capture, PaymentCall::Refund]
+    );
+    assert_eq!(pay.payment.slow_first_ms, 900);
+}
+
+#[test]
+fn partner_option_errors_name_the_field() {
+    let seller = |lines: &str| invalid_field(&minimal(&format!("[sellers.faults]\n{lines}")));
+    let at = "sellers[0] (a).faults";
+    for (lines, field) in [
+        (
+            "confirm_lie_rate = 1.5\nconfirm_lie = \"negative\"",
+            "confirm_lie_rate",
+        ),
+        ("confirm_lie_rate = -0.1", "confirm_lie_rate"),
+        ("confirm_lie_rate = 0.5", "confirm_lie"),
+        (
+            "confirm_lie_rate = 0.5\nconfirm_lie = \"other_currency\"",
+            "confirm_currency",
+        ),
+        ("confirm_currency = \"XYZ\"", "confirm_currency"),
+        ("confirm_currency = \"usd\"", "confirm_currency"),
+        ("confirm_currency = \"GBP\"", "confirm_currency"),
+        ("confirm_currency = \"USD\"", "confirm_currency"),
+        ("inflate_pct = -1", "inflate_pct"),
+        ("inflate_pct = 1001", "inflate_pct"),
+        ("inflate_pct = nan", "inflate_pct"),
+        ("order_slow_first_rate = 1.01", "order_slow_first_rate"),
+        ("order_slow_first_ms = 3600001", "order_slow_first_ms"),
+        ("cancel_stall_rate = 2", "cancel_stall_rate"),
+        ("cancel_stall_ms = 99999999", "cancel_stall_ms"),
+    ] {
+        assert_eq!(seller(lines), format!("{at}.{field}"), "{lines}");
+    }
+    let payment = |lines: &str| invalid_field(&format!("[payment]\n{lines}\n{}", minimal("")));
+    for (lines, field) in [
+        ("slow_first_rate = 1.5", "payment.slow_first_rate"),
+        ("slow_first_ms = 3600001", "payment.slow_first_ms"),
+        ("error_rate = -1", "payment.error_rate"),
+        ("reset_rate = 1.1", "payment.reset_rate"),
+        ("fault_after_effect = 2", "payment.fault_after_effect"),
+        ("error_rate = 0.6\nreset_rate = 0.6", "payment"),
+    ] {
+        assert_eq!(payment(lines), field, "{lines}");
+    }
+    // Unknown names are parse errors that name the value or the key.
+    for (text, needle) in [
+        (minimal("[sellers.faults]\nconfirm_lie = \"fibs\""), "fibs"),
+        (
+            format!("[payment]\nfaults_on = [\"refnd\"]\n{}", minimal("")),
+            "refnd",
+        ),
+        (
+            format!("[payment]\nslow_ms = 3\n{}", minimal("")),
+            "slow_ms",
+        ),
+        (
+            minimal("[sellers.faults]\nslow_first_ms = 3"),
+            "slow_first_ms",
+        ),
+        (
+            minimal("[sellers.faults]\norder_slow_first_ms = -5"),
+            "order_slow_first_ms",
+        ),
+    ] {
+        let err = Scenario::from_toml_str(&text).expect_err(needle);
+        assert!(matches!(err, SimError::Parse(_)), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    // A rate table the converter cannot use is named when a lie needs it.
+    let bad_fx = "[fx]\nbase = \"USD\"\nrates = { USD = 2.0, EUR = 1.08 }\n[[sellers]]\nname = \"a\"\nprotocol = \"json\"\n[sellers.faults]\nconfirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"\n";
+    assert_eq!(invalid_field(bad_fx), "fx.rates");
+}
+
+#[test]
+fn partners_scenario_is_purchases_with_every_partner_option_off() {
+    // tests/scenarios/partners.toml is what other tests derive partner scenarios from.
+    let partners = include_str!("../../../tests/scenarios/partners.toml");
+    let purchases = include_str!("../../../tests/scenarios/purchases.toml");
+    assert_eq!(
+        Scenario::from_toml_str(partners).expect("partners.toml"),
+        Scenario::from_toml_str(purchases).expect("purchases.toml")
+    );
+    // Its commented hints are valid once uncommented.
+    let hinted = partners
+        .replace("# confirm_lie", "confirm_lie")
+        .replace("# confirm_currency", "confirm_currency")
+        .replace("confirm_lie_rate = 0.0", "confirm_lie_rate = 0.5");
+    let s = Scenario::from_toml_str(&hinted).expect("hints");
+    let lies: Vec<_> = s.sellers.iter().map(|x| x.faults.confirm_lie).collect();
+    assert_eq!(
+        lies,
+        vec![
+            Some(ConfirmLie::Negative),
+            Some(ConfirmLie::OtherCurrency),
+            Some(ConfirmLie::Inflated)
+        ]
+    );
+}
+
+// ---- partner behaviours: the order and payment models -------------------------------
+
+fn lying_seller(currency: Currency, lie: LieModel, rate: f64) -> SellerState {
+    let mut first = offer("o-1", 1500, 251, 1000, "Lies");
+    first.currency = currency;
+    SellerState::new(SellerSetup {
+        name: "liar".into(),
+        protocol: Protocol::Xml,
+        currency,
+        seed: 1,
+        offers: vec![first],
+        latency: LatencySpec::default(),
+        faults: FaultSpec {
+            confirm_lie_rate: rate,
+            ..FaultSpec::default()
+        },
+        title_results_max: 10,
+        stale_listings: false,
+        lie: Some(lie),
+    })
+}
+
+fn order_in(currency: Currency, total: i64, key: &str) -> OrderRequest {
+    OrderRequest {
+        expected_total: Money::new(total, currency),
+        ..order("o-1", total, key)
+    }
+}
+
+#[test]
+fn lies_change_the_confirmation_and_inflation_the_booking() {
+    use bookbroker_protocols::admin::AdminOrderStatus;
+    let fx = Arc::new(FxTable::new(Currency::USD, &[(Currency::EUR, "1.08")]).expect("fx"));
+    // The brief's example: booked EUR 17.51, confirmed USD 18.91.
+    let s = lying_seller(
+        Currency::EUR,
+        LieModel::OtherCurrency {
+            to: Currency::USD,
+            fx,
+        },
+        1.0,
+    );
+    let first = s
+        .order_sync(&order_in(Currency::EUR, 1751, "k1"))
+        .expect("order");
+    assert_eq!(
+        first,
+        OrderOutcome::Ordered {
+            order_id: "x-1".into(),
+            total: Money::new(1891, Currency::USD)
+        }
+    );
+    assert_eq!(
+        s.order_sync(&order_in(Currency::EUR, 1751, "k1"))
+            .expect("repeat"),
+        first,
+        "a repeat gets the same lie"
+    );
+    let booked = &s.admin_orders().orders[0];
+    assert_eq!(
+        (booked.total_minor, booked.currency.as_str()),
+        (1751, "EUR")
+    );
+    assert_eq!(booked.status, AdminOrderStatus::Placed);
+
+    let s = lying_seller(Currency::EUR, LieModel::Negative, 1.0);
+    assert_eq!(
+        s.order_sync(&order_in(Currency::EUR, 1751, "k1"))
+            .expect("order"),
+        OrderOutcome::Ordered {
+            order_id: "x-1".into(),
+            total: Money::new(-1751, Currency::EUR)
+        }
+    );
+    assert_eq!(s.admin_orders().orders[0].total_minor, 1751);
+
+    // Inflated: booked and confirmed alike, 10 % up, half to even.
+    let s = lying_seller(
+        Currency::EUR,
+        LieModel::Inflated { basis_points: 1000 },
+        1.0,
+    );
+    assert_eq!(
+        s.order_sync(&order_in(Currency::EUR, 1751, "k1"))
+            .expect("order"),
+        OrderOutcome::Ordered {
+            order_id: "x-1".into(),
+            total: Money::new(1926, Currency::EUR)
+        }
+    );
+    assert_eq!(s.admin_orders().orders[0].total_minor, 1926);
+    assert_eq!(seller::inflate(1751, 1000), 1926); // 1926.1
+    assert_eq!(seller::inflate(5, 1000), 6); // 5.5 rounds to even 6
+    assert_eq!(seller::inflate(15, 1000), 16); // 16.5 rounds to even 16
+    assert_eq!(seller::inflate(2000, 0), 2000);
+    assert_eq!(seller::inflate(1000, 250), 1025);
+
+    // A share of keys lies, decided per key; the others confirm the truth.
+    let s = lying_seller(Currency::EUR, LieModel::Negative, 0.5);
+    let mut lies = 0;
+    for i in 0..400 {
+        let key = format!("share-{i}");
+        let OrderOutcome::Ordered { total, .. } = s
+            .order_sync(&order_in(Currency::EUR, 1751, &key))
+            .expect("order")
+        else {
+            panic!("not ordered")
+        };
+        assert!(total.minor == 1751 || total.minor == -1751, "{total:?}");
+        if total.minor < 0 {
+            lies += 1;
+        }
+    }
+    assert!((140..260).contains(&lies), "{lies}");
+    assert!(s
+        .admin_orders()
+        .orders
+        .iter()
+        .all(|o| o.total_minor == 1751));
+}
+
+#[test]
+fn slow_first_attempts_hold_their_key_in_progress() {
+    let s = seller(FaultSpec {
+        order_slow_first_rate: 1.0,
+        order_slow_first_ms: 250,
+        ..FaultSpec::default()
+    });
+    let first = s.place(&order("o-1", 1300, "k1")).expect("place");
+    let Placed::Held { outcome, hold } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(hold, Duration::from_millis(250));
+    assert!(matches!(outcome, OrderOutcome::Ordered { .. }));
+    assert_eq!(s.admin_orders().orders.len(), 1, "booked at the start");
+    assert_eq!(quantity(&s, "o-1"), Some(1));
+    assert_eq!(
+        s.place(&order("o-1", 1300, "k1")).expect("repeat"),
+        Placed::Now(OrderReply::InProgress)
+    );
+    s.first_answered("k1");
+    assert_eq!(
+        s.place(&order("o-1", 1300, "k1")).expect("repeat"),
+        Placed::Now(OrderReply::Outcome(outcome)),
+        "repeats after the answer get the stored result, never slow"
+    );
+    // A slow first attempt that is refused holds its key too, and is not remembered.
+    let held = s.place(&order("o-2", 1, "k2")).expect("place");
+    assert!(matches!(
+        held,
+        Placed::Held {
+            outcome: OrderOutcome::PriceChanged { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        s.place(&order("o-2", 2000, "k2")).expect("repeat"),
+        Placed::Now(OrderReply::InProgress)
+    );
+    s.first_answered("k2");
+    assert!(matches!(
+        s.place(&order("o-2", 2000, "k2")).expect("new attempt"),
+        Placed::Held {
+            outcome: OrderOutcome::Ordered { .. },
+            ..
+        }
+    ));
+    // Off: never held.
+    let plain = seller(FaultSpec::default());
+    assert!(matches!(
+        plain.place(&order("o-1", 1300, "k1")).expect("place"),
+        Placed::Now(OrderReply::Outcome(OrderOutcome::Ordered { .. }))
+    ));
+}
+
+// ---- partner behaviours over real sockets -------------------------------------------
+
+/// A scenario of plain, instant sellers given as (name, protocol, currency, lines under
+/// `[sellers.faults]`), with `payment` lines under `[payment]`.
+fn partner_scenario(sellers: &[(&str, &str, &str, &str)], payment: &str) -> Scenario {
+    let mut text = format!(
+        "[catalogue]\nseed = 5\nisbns = 10\n[fx]\nbase = \"USD\"\nrates = {{ EUR = 1.08, GBP = 1.27 }}\n[payment]\n{payment}\n"
+    );
+    for (name, protocol, currency, faults) in sellers {
+        text.push_str(&format!(
+            "[[sellers]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\ncurrency = \"{currency}\"\nstock = 50\n[sellers.latency]\nbase_ms = 0.0\njitter_ms = 0.0\n[sellers.faults]\n{faults}\n"
+        ));
+    }
+    Scenario::from_toml_str(&text).expect("scenario")
+}
+
+/// One seller per protocol (json USD, xml EUR, line GBP), all with `faults`.
+fn one_per_protocol(faults: &str) -> Scenario {
+    partner_scenario(
+        &[
+            ("js", "json", "USD", faults),
+            ("xs", "xml", "EUR", faults),
+            ("ls", "line", "GBP", faults),
+        ],
+        "",
+    )
+}
+
+/// Sends a request built by a client-side codec on a new connection.
+fn try_send_http(
+    url: &str,
+    req: &bookbroker_protocols::http::HttpRequest,
+) -> std::io::Result<(u16, String)> {
+    let mut conn = BufReader::new(connect(url));
+    let mut bytes = format!(
+        "{} {} HTTP/1.1\r\nHost: x\r\n",
+        req.method, req.path_and_query
+    );
+    for (name, value) in &req.headers {
+        bytes.push_str(&format!("{name}: {value}\r\n"));
+    }
+    bytes.push_str(&format!("Content-Length: {}\r\n\r\n", req.body.len()));
+    let mut bytes = bytes.into_bytes();
+    bytes.extend_from_slice(&req.body);
+    conn.get_mut().write_all(&bytes)?;
+    let mut status_line = String::new();
+    if conn.read_line(&mut status_line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h)?;
+        if h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body)?;
+    Ok((status, String::from_utf8(body).expect("utf8")))
+}
+
+fn send_http(url: &str, req: &bookbroker_protocols::http::HttpRequest) -> (u16, String) {
+    try_send_http(url, req).expect("an answer")
+}
+
+/// Sends one line-protocol request on a new connection; its answer's lines, LF dropped.
+fn send_line(url: &str, req: &bookbroker_protocols::line::Request) -> Vec<String> {
+    let mut conn = BufReader::new(connect(url));
+    let mut out = Vec::new();
+    req.encode(&mut out);
+    conn.get_mut().write_all(&out).expect("write");
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        conn.read_line(&mut l).expect("line");
+        assert!(!l.is_empty(), "connection closed");
+        let l = l.trim_end_matches('\n').to_string();
+        let more = l.starts_with("OFFER ") || l.starts_with("ORDERREC ");
+        lines.push(l);
+        if !more {
+            return lines;
+        }
+    }
+}
+
+fn reply(status: u16, body: &str) -> bookbroker_protocols::http::Reply<'_> {
+    bookbroker_protocols::http::Reply {
+        status,
+        retry_after: None,
+        body: body.as_bytes(),
+    }
+}
+
+/// The first offer a seller quotes for `isbn`, asked in its own protocol.
+fn first_offer(info: &SellerInfo, isbn: &str) -> SellerOffer {
+    use bookbroker_protocols::{json_seller, line, xml_seller};
+    let query = QuoteQuery::Isbn(Isbn::parse(isbn).expect("isbn"));
+    let url = &info.endpoints[0];
+    let offers = match info.protocol {
+        Protocol::Json => {
+            let (st, body) = send_http(url, &json_seller::encode_quote(&query));
+            json_seller::decode_quote(reply(st, &body)).expect("offers")
+        }
+        Protocol::Xml => {
+            let (st, body) = send_http(url, &xml_seller::encode_quote(&query));
+            xml_seller::decode_quote(reply(st, &body)).expect("offers")
+        }
+        Protocol::Line => send_line(
+            url,
+            &line::Request::Quote {
+                tag: "q".into(),
+                query,
+            },
+        )
+        .iter()
+        .filter_map(|l| match line::Response::decode(l.as_bytes()) {
+            Ok(line::Response::Offer { offer, .. }) => Some(offer),
+            _ => None,
+        })
+        .collect(),
+    };
+    offers.into_iter().next().expect("an offer")
+}
+
+/// Orders `offer` at its quoted total; the answer as it came: `"<status> <body>"` over
+/// HTTP, the line (tag `o`) for `line`.
+fn send_order(info: &SellerInfo, offer: &SellerOffer, key: &str) -> String {
+    use bookbroker_protocols::{json_seller, line, xml_seller};
+    let order = OrderRequest {
+        offer_id: offer.offer_id.clone(),
+        expected_total: offer.total(),
+        idempotency_key: key.to_string(),
+        shipping_token: "ship_home".into(),
+    };
+    let url = &info.endpoints[0];
+    match info.protocol {
+        Protocol::Json => {
+            let (st, body) = send_http(url, &json_seller::encode_order(&order));
+            format!("{st} {body}")
+        }
+        Protocol::Xml => {
+            let (st, body) = send_http(url, &xml_seller::encode_order(&order));
+            format!("{st} {body}")
+        }
+        Protocol::Line => send_line(
+            url,
+            &line::Request::Order {
+                tag: "o".into(),
+                order,
+            },
+        )
+        .join("\n"),
+    }
+}
+
+/// Cancels an order; the answer as it came (tag `c` for `line`).
+fn send_cancel(info: &SellerInfo, order_id: &str) -> String {
+    use bookbroker_protocols::{json_seller, line, xml_seller};
+    let url = &info.endpoints[0];
+    match info.protocol {
+        Protocol::Json => {
+            let (st, body) = send_http(url, &json_seller::encode_cancel(order_id));
+            format!("{st} {body}")
+        }
+        Protocol::Xml => {
+            let (st, body) = send_http(url, &xml_seller::encode_cancel(order_id));
+            format!("{st} {body}")
+        }
+        Protocol::Line => send_line(
+            url,
+            &line::Request::Cancel {
+                tag: "c".into(),
+                order_id: order_id.to_string(),
+            },
+        )
+        .join("\n"),
+    }
+}
+
+/// The seller's admin listing, in its protocol.
+fn admin_orders(info: &SellerInfo) -> Vec<bookbroker_protocols::admin::AdminOrder> {
+    use bookbroker_protocols::{admin, line};
+    let url = &info.endpoints[0];
+    match info.protocol {
+        Protocol::Json | Protocol::Xml => {
+            let (st, body) = send_http(url, &admin::encode_request());
+            admin::decode_response(reply(st, &body))
+                .expect("listing")
+                .orders
+        }
+        Protocol::Line => send_line(url, &line::Request::Orders { tag: "a".into() })
+            .iter()
+            .filter_map(|l| match line::Response::decode(l.as_bytes()) {
+                Ok(line::Response::OrderRecord { record, .. }) => Some(record),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+fn between<'t>(text: &'t str, start: &str, end: &str) -> &'t str {
+    text.split_once(start)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| panic!("no {start}…{end} in {text}"))
+}
+
+/// What a successful order answer confirms: (order id, total), read straight off the
+/// wire (the engine's decoders refuse some lies, such as a negative `line` total).
+fn confirmation(info: &SellerInfo, answer: &str) -> (String, Money) {
+    let money = |value: &str, code: &str| {
+        let currency = Currency::parse(code).expect("currency");
+        Money::parse_decimal(value, currency).expect("amount")
+    };
+    match info.protocol {
+        Protocol::Json => {
+            let body = answer.strip_prefix("201 ").expect("201 created");
+            let v: serde_json::Value = serde_json::from_str(body).expect("json");
+            (
+                v["order_id"].as_str().expect("order_id").to_string(),
+                money(
+                    v["total"]["value"].as_str().expect("value"),
+                    v["total"]["currency"].as_str().expect("currency"),
+                ),
+            )
+        }
+        Protocol::Xml => {
+            assert!(
+                answer.starts_with("200 <orderResult><status>ok</status>"),
+                "{answer}"
+            );
+            (
+                between(answer, "<orderId>", "</orderId>").to_string(),
+                money(
+                    between(answer, "\">", "</total>"),
+                    between(answer, "currency=\"", "\""),
+                ),
+            )
+        }
+        Protocol::Line => {
+            let fields: Vec<&str> = answer.split('\t').collect();
+            assert_eq!(fields.len(), 4, "{answer}");
+            assert_eq!(fields[0], "ORDERED o", "{answer}");
+            let currency = Currency::parse(fields[3]).expect("currency");
+            let minor: i64 = fields[2].parse().expect("minor units");
+            (fields[1].to_string(), Money::new(minor, currency))
+        }
+    }
+}
+
+fn in_progress_answer(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Json => "409 {\"error\":\"idempotency_key_in_use\"}",
+        Protocol::Xml => "200 <orderResult><status>inProgress</status></orderResult>",
+        Protocol::Line => "BUSY o\t100",
+    }
+}
+
+#[test]
+fn slow_first_order_is_booked_at_once_and_repeats_meanwhile_are_in_progress() {
+    use bookbroker_protocols::admin::AdminOrderStatus;
+    let sim = RunningSim::start(
+        one_per_protocol("order_slow_first_rate = 1.0\norder_slow_first_ms = 800"),
+        LOCALHOST,
+    )
+    .expect("start");
+    let isbn = sim.isbns()[0].clone();
+    for info in sim.sellers().to_vec() {
+        let offer = first_offer(&info, &isbn);
+        let key = format!("slow-{}", info.name);
+        let started = std::time::Instant::now();
+        let first = {
+            let (info, offer, key) = (info.clone(), offer.clone(), key.clone());
+            std::thread::spawn(move || send_order(&info, &offer, &key))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let during = admin_orders(&info);
+        assert_eq!(during.len(), 1, "{}: booked at the start", info.name);
+        assert_eq!(during[0].idempotency_key, key);
+        assert_eq!(
+            send_order(&info, &offer, &key),
+            in_progress_answer(info.protocol),
+            "{}: a repeat while the first attempt runs",
+            info.name
+        );
+        let first = first.join().expect("first attempt");
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "{}: answered after {:?}",
+            info.name,
+            started.elapsed()
+        );
+        let (order_id, total) = confirmation(&info, &first);
+        assert_eq!(total, offer.total(), "{}", info.name);
+        assert_eq!(
+            send_order(&info, &offer, &key),
+            first,
+            "{}: a later repeat gets the stored confirmation",
+            info.name
+        );
+        let after = admin_orders(&info);
+        assert_eq!(after.len(), 1, "{}: exactly one order", info.name);
+        assert_eq!(
+            (after[0].order_id.as_str(), after[0].status),
+            (order_id.as_str(), AdminOrderStatus::Placed)
+        );
+    }
+    sim.stop();
+}
+
+#[test]
+fn lying_confirmations_on_every_protocol_while_the_listing_tells_the_truth() {
+    let negative = "confirm_lie_rate = 1.0\nconfirm_lie = \"negative\"";
+    let to_usd =
+        "confirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"USD\"";
+    let to_eur =
+        "confirm_lie_rate = 1.0\nconfirm_lie = \"other_currency\"\nconfirm_currency = \"EUR\"";
+    let inflated = "confirm_lie_rate = 1.0\nconfirm_lie = \"inflated\"\ninflate_pct = 10";
+    let sim = RunningSim::start(
+        partner_scenario(
+            &[
+                ("js-negative", "json", "USD", negative),
+                ("xs-negative", "xml", "EUR", negative),
+                ("ls-negative", "line", "GBP", negative),
+                ("js-fx", "json", "USD", to_eur),
+                ("xs-fx", "xml", "EUR", to_usd),
+                ("ls-fx", "line", "GBP", to_usd),
+                ("js-inflated", "json", "USD", inflated),
+                ("xs-inflated", "xml", "EUR", inflated),
+                ("ls-inflated", "line", "GBP", inflated),
+            ],
+            "",
+        ),
+        LOCALHOST,
+    )
+    .expect("start");
+    let fx = sim.scenario().fx_table().expect("fx");
+    let isbn = sim.isbns()[1].clone();
+    for info in sim.sellers().to_vec() {
+        let offer = first_offer(&info, &isbn);
+        let honest = offer.total();
+        let key = format!("lie-{}", info.name);
+        let answer = send_order(&info, &offer, &key);
+        let (order_id, confirmed) = confirmation(&info, &answer);
+        let booked = if info.name.ends_with("-negative") {
+            assert_eq!(confirmed, Money::new(-honest.minor, honest.currency));
+            // On the wire: a minus sign before the amount, in every protocol.
+            let needle = match info.protocol {
+                Protocol::Json => "\"value\":\"-",
+                Protocol::Xml => "\">-",
+                Protocol::Line => "\t-",
+            };
+            assert!(answer.contains(needle), "{answer}");
+            honest.minor
+        } else if info.name.ends_with("-fx") {
+            let to = if honest.currency == Currency::USD {
+                Currency::EUR
+            } else {
+                Currency::USD
+            };
+            assert_eq!(
+                confirmed,
+                fx.convert(honest, to).expect("convert"),
+                "{answer}"
+            );
+            assert_eq!(confirmed.currency, to);
+            honest.minor
+        } else {
+            // 110 % of the honest total, rounded half to even.
+            let (q, r) = ((honest.minor * 110) / 100, (honest.minor * 110) % 100);
+            let up = r > 50 || (r == 50 && q % 2 == 1);
+            let inflated = q + i64::from(up);
+            assert!(inflated > honest.minor);
+            assert_eq!(confirmed, Money::new(inflated, honest.currency), "{answer}");
+            inflated
+        };
+        assert_eq!(
+            send_order(&info, &offer, &key),
+            answer,
+            "{}: a repeat gets the same confirmation, lie included",
+            info.name
+        );
+        let listing = admin_orders(&info);
+        assert_eq!(listing.len(), 1, "{}", info.name);
+        assert_eq!(listing[0].order_id, order_id);
+        assert_eq!(
+            (listing[0].total_minor, listing[0].currency.as_str()),
+            (booked, info.currency.as_str()),
+            "{}: the listing shows what was booked",
+            info.name
+        );
+    }
+    sim.stop();
+}
+
+#[test]
+fn stalled_cancel_takes_effect_when_it_answers_on_every_protocol() {
+    use bookbroker_protocols::admin::AdminOrderStatus;
+    let sim = RunningSim::start(
+        one_per_protocol("cancel_stall_rate = 1.0\ncancel_stall_ms = 700"),
+        LOCALHOST,
+    )
+    .expect("start");
+    let isbn = sim.isbns()[2].clone();
+    for info in sim.sellers().to_vec() {
+        let offer = first_offer(&info, &isbn);
+        let (order_id, _) = confirmation(&info, &send_order(&info, &offer, "stall-1"));
+        let started = std::time::Instant::now();
+        let cancel = {
+            let (info, order_id) = (info.clone(), order_id.clone());
+            std::thread::spawn(move || send_cancel(&info, &order_id))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            admin_orders(&info)[0].status,
+            AdminOrderStatus::Placed,
+            "{}: not cancelled before the answer",
+            info.name
+        );
+        let answer = cancel.join().expect("cancel");
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        let cancelled = match info.protocol {
+            Protocol::Json => {
+                format!("200 {{\"order_id\":\"{order_id}\",\"status\":\"cancelled\"}}")
+            }
+            Protocol::Xml => "200 <cancelResult><status>ok</status></cancelResult>".to_string(),
+            Protocol::Line => "CANCELLED c".to_string(),
+        };
+        assert_eq!(answer, cancelled, "{}", info.name);
+        assert_eq!(admin_orders(&info)[0].status, AdminOrderStatus::Cancelled);
+        assert_eq!(send_cancel(&info, &order_id), cancelled, "a repeat is fine");
+        assert_eq!(quantity_of(&info, &isbn, &offer.offer_id), offer.quantity);
+    }
+    sim.stop();
+}
+
+/// The quoted quantity of one offer.
+fn quantity_of(info: &SellerInfo, isbn: &str, offer_id: &str) -> u32 {
+    let offer = first_offer(info, isbn);
+    assert_eq!(offer.offer_id, offer_id);
+    offer.quantity
+}
+
+// ---- partner behaviours: the payment provider ---------------------------------------
+
+#[test]
+fn payment_faults_are_drawn_for_the_listed_calls_only() {
+    use super::payment::PaymentFault;
+    let off = PaymentState::default();
+    assert!((0..100).all(|_| off.draw_fault(&PaymentOp::Authorize) == PaymentFault::None));
+    let p = PaymentState::new(&PaymentSpec {
+        error_rate: 0.25,
+        reset_rate: 0.25,
+        fault_after_effect: 0.5,
+        ..PaymentSpec::default()
+    });
+    assert!((0..100).all(|_| p.draw_fault(&PaymentOp::Refund("ch_1".into())) == PaymentFault::None));
+    let (mut errors, mut resets, mut after, mut before) = (0, 0, 0, 0);
+    for _ in 0..4000 {
+        let f = p.draw_fault(&PaymentOp::Capture("auth_1".into()));
+        match f {
+            PaymentFault::Error { .. } => errors += 1,
+            PaymentFault::Reset { .. } => resets += 1,
+            PaymentFault::None => continue,
+        }
+        if f.before_effect() {
+            before += 1;
+        } else {
+            after += 1;
+        }
+    }
+    assert!((800..1200).contains(&errors), "{errors}");
+    assert!((800..1200).contains(&resets), "{resets}");
+    assert!((700..1300).contains(&before) && (700..1300).contains(&after));
+}
+
+fn authorize_request(key: &str, amount: i64) -> bookbroker_protocols::http::HttpRequest {
+    use bookbroker_protocols::payment::{encode_authorize, AuthorizeRequest};
+    encode_authorize(
+        &AuthorizeRequest {
+            payment_token: "tok_ok_4242".into(),
+            amount: Money::new(amount, Currency::USD),
+        },
+        key,
+    )
+}
+
+fn ledger_of(sim: &RunningSim) -> bookbroker_protocols::payment::Ledger {
+    use bookbroker_protocols::payment;
+    let started = std::time::Instant::now();
+    let (st, body) = send_http(&sim.payment_url(), &payment::encode_ledger());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the ledger is never slow"
+    );
+    payment::decode_ledger(reply(st, &body)).expect("ledger")
+}
+
+fn payment_sim(payment: &str) -> RunningSim {
+    RunningSim::start(
+        partner_scenario(&[("js", "json", "USD", "")], payment),
+        LOCALHOST,
+    )
+    .expect("start")
+}
+
+#[test]
+fn payment_slow_first_attempt_is_in_use_and_takes_effect_when_it_answers() {
+    use bookbroker_protocols::payment::encode_capture;
+    let sim = payment_sim("slow_first_rate = 1.0\nslow_first_ms = 800");
+    let url = sim.payment_url();
+    let in_use = (409, "{\"error\":\"idempotency_key_in_use\"}".to_string());
+
+    let auth = authorize_request("a1", 2000);
+    let first = {
+        let (url, auth) = (url.clone(), auth.clone());
+        std::thread::spawn(move || send_http(&url, &auth))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        ledger_of(&sim).entries.is_empty(),
+        "no effect before it answers"
+    );
+    assert_eq!(send_http(&url, &auth), in_use);
+    let (st, body) = first.join().expect("first");
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(send_http(&url, &auth), (st, body.clone()), "stored result");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let capture = encode_capture(&id, 1500, "c1");
+    let first = {
+        let (url, capture) = (url.clone(), capture.clone());
+        std::thread::spawn(move || send_http(&url, &capture))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(send_http(&url, &capture), in_use);
+    assert_eq!(
+        ledger_of(&sim).entries.len(),
+        1,
+        "the capture has not happened"
+    );
+    let captured = first.join().expect("first capture");
+    assert_eq!(captured.0, 200, "{}", captured.1);
+    assert_eq!(send_http(&url, &capture), captured);
+    let kinds: Vec<LedgerKind> = ledger_of(&sim).entries.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![LedgerKind::Authorization, LedgerKind::Capture]);
+    sim.stop();
+}
+
+#[test]
+fn payment_errors_before_the_effect_change_nothing() {
+    use bookbroker_protocols::payment::encode_capture;
+    let sim = payment_sim("error_rate = 1.0\nfault_after_effect = 0.0\nfaults_on = [\"capture\"]");
+    let url = sim.payment_url();
+    let (st, body) = send_http(&url, &authorize_request("a1", 2000));
+    assert_eq!(st, 201, "authorize is not in faults_on");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            send_http(&url, &encode_capture(&id, 1500, "c1")),
+            (500, "{\"error\":\"internal\"}".to_string())
+        );
+    }
+    let kinds: Vec<LedgerKind> = ledger_of(&sim).entries.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![LedgerKind::Authorization]);
+    let (st, _) = send_http(
+        &url,
+        &bookbroker_protocols::http::HttpRequest {
+            method: "GET",
+            path_and_query: "/admin/stats".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    );
+    assert_eq!(st, 200, "stats are never faulty");
+    sim.stop();
+}
+
+#[test]
+fn payment_errors_after_the_effect_store_the_result_for_repeats() {
+    let sim = payment_sim("error_rate = 0.5\nfault_after_effect = 1.0");
+    let url = sim.payment_url();
+    // Half the requests fail: find a key whose first attempt failed.
+    let key = (0..60)
+        .map(|i| format!("a{i}"))
+        .find(|key| send_http(&url, &authorize_request(key, 2000)).0 == 500)
+        .expect("some attempt failed");
+    let ledger = ledger_of(&sim);
+    let entry = ledger
+        .entries
+        .iter()
+        .find(|e| e.idempotency_key == key)
+        .expect("the failed authorization took effect");
+    let answer = (0..60)
+        .map(|_| send_http(&url, &authorize_request(&key, 2000)))
+        .find(|(st, _)| *st != 500)
+        .expect("some repeat answered");
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let v: serde_json::Value = serde_json::from_str(&answer.1).expect("json");
+    assert_eq!(
+        v["id"].as_str(),
+        Some(entry.id.as_str()),
+        "the stored result"
+    );
+    let same_key = ledger_of(&sim)
+        .entries
+        .iter()
+        .filter(|e| e.idempotency_key == key)
+        .count();
+    assert_eq!(same_key, 1, "once");
+    sim.stop();
+}
+
+#[test]
+fn payment_reset_after_the_effect_leaves_no_answer_but_the_capture() {
+    use bookbroker_protocols::payment::encode_capture;
+    let sim = payment_sim("reset_rate = 0.5\nfault_after_effect = 1.0\nfaults_on = [\"capture\"]");
+    let url = sim.payment_url();
+    let mut reset = None;
+    for i in 0..60 {
+        let (st, body) = send_http(&url, &authorize_request(&format!("a{i}"), 2000));
+        assert_eq!(st, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let id = v["id"].as_str().expect("id").to_string();
+        let key = format!("c{i}");
+        match try_send_http(&url, &encode_capture(&id, 1234, &key)) {
+            Ok((200, _)) => continue,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                reset = Some((id, key));
+                break;
+            }
+        }
+    }
+    let (id, key) = reset.expect("some capture was reset");
+    let ledger = ledger_of(&sim);
+    let capture = ledger
+        .entries
+        .iter()
+        .find(|e| e.idempotency_key == key)
+        .expect("the capture happened");
+    assert_eq!(
+        (
+            capture.kind,
+            capture.amount,
+            capture.authorization_id.as_str()
+        ),
+        (LedgerKind::Capture, 1234, id.as_str())
+    );
+    let answer = (0..60)
+        .find_map(|_| try_send_http(&url, &encode_capture(&id, 1234, &key)).ok())
+        .expect("some repeat answered");
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let v: serde_json::Value = serde_json::from_str(&answer.1).expect("json");
+    assert_eq!(
+        (v["id"].as_str(), v["status"].as_str(), v["amount"].as_i64()),
+        (Some(capture.id.as_str()), Some("captured"), Some(1234))
+    );
+    let captures = ledger_of(&sim)
+        .entries
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Capture && e.authorization_id == id)
+        .count();
+    assert_eq!(captures, 1);
     sim.stop();
 }
