@@ -275,6 +275,15 @@ impl SellerClient {
                     Some(LineResponse::Ordered {
                         order_id, total, ..
                     }) => Ok(OrderOutcome::Ordered { order_id, total }),
+                    Some(LineResponse::OrderedUnreadable {
+                        order_id,
+                        total,
+                        currency,
+                        ..
+                    }) => Err(SellerError::Unconfirmed {
+                        order_id,
+                        reason: format!("unreadable total {total:?} {currency:?}"),
+                    }),
                     Some(LineResponse::SoldOut { .. }) => Ok(OrderOutcome::SoldOut),
                     Some(LineResponse::Price { total, .. }) => {
                         Ok(OrderOutcome::PriceChanged { total })

@@ -87,7 +87,8 @@ pub enum Response {
         /// Tag.
         tag: String,
     },
-    /// `ORDERED tag\torder_id\ttotal_minor\tcurrency`.
+    /// `ORDERED tag\torder_id\ttotal_minor\tcurrency`. The total is read as the seller
+    /// states it, sign included: judging it is the engine's business.
     Ordered {
         /// Tag.
         tag: String,
@@ -95,6 +96,18 @@ pub enum Response {
         order_id: String,
         /// Confirmed total.
         total: Money,
+    },
+    /// An `ORDERED` line whose total or currency cannot be read. The order exists (it has
+    /// an id) and must be undone; the fields are kept as the seller sent them.
+    OrderedUnreadable {
+        /// Tag.
+        tag: String,
+        /// The seller's order id.
+        order_id: String,
+        /// The `total_minor` field as sent.
+        total: String,
+        /// The `currency` field as sent.
+        currency: String,
     },
     /// `SOLDOUT tag`.
     SoldOut {
@@ -242,6 +255,7 @@ impl Response {
             Response::Offer { tag, .. }
             | Response::End { tag }
             | Response::Ordered { tag, .. }
+            | Response::OrderedUnreadable { tag, .. }
             | Response::SoldOut { tag }
             | Response::Price { tag, .. }
             | Response::Cancelled { tag }
@@ -277,6 +291,17 @@ impl Response {
                 field(out, order_id);
                 number(out, total.minor);
                 field(out, total.currency.code());
+            }
+            Response::OrderedUnreadable {
+                tag,
+                order_id,
+                total,
+                currency,
+            } => {
+                head(out, "ORDERED", tag);
+                field(out, order_id);
+                field(out, total);
+                field(out, currency);
             }
             Response::SoldOut { tag } => head(out, "SOLDOUT", tag),
             Response::Price { tag, total } => {
@@ -364,14 +389,22 @@ impl Response {
             "ORDERED" => {
                 const V: &str = "ORDERED";
                 let [order_id, total, currency] = fields::<3>(V, rest)?;
-                Ok(Response::Ordered {
-                    tag,
-                    order_id: order_id.to_string(),
-                    total: Money::new(
-                        parse_amount(V, "total_minor", total)?,
-                        parse_currency(V, currency)?,
-                    ),
-                })
+                match (
+                    parse_signed_amount(V, "total_minor", total),
+                    parse_currency(V, currency),
+                ) {
+                    (Ok(minor), Ok(currency)) => Ok(Response::Ordered {
+                        tag,
+                        order_id: order_id.to_string(),
+                        total: Money::new(minor, currency),
+                    }),
+                    _ => Ok(Response::OrderedUnreadable {
+                        tag,
+                        order_id: order_id.to_string(),
+                        total: total.chars().take(64).collect(),
+                        currency: currency.chars().take(16).collect(),
+                    }),
+                }
             }
             "SOLDOUT" => {
                 fields::<0>("SOLDOUT", rest)?;
@@ -383,7 +416,7 @@ impl Response {
                 Ok(Response::Price {
                     tag,
                     total: Money::new(
-                        parse_amount(V, "new_total_minor", total)?,
+                        parse_signed_amount(V, "new_total_minor", total)?,
                         parse_currency(V, currency)?,
                     ),
                 })
@@ -548,6 +581,14 @@ fn parse_amount(verb: &'static str, name: &str, text: &str) -> Result<i64, LineE
     parse_digits(text)
         .and_then(|v| i64::try_from(v).ok())
         .ok_or_else(|| bad(verb, format!("invalid {name}")))
+}
+
+/// A total as a seller states it: digits with an optional leading `-`.
+fn parse_signed_amount(verb: &'static str, name: &str, text: &str) -> Result<i64, LineError> {
+    match text.strip_prefix('-') {
+        Some(digits) => parse_amount(verb, name, digits).map(|v| -v),
+        None => parse_amount(verb, name, text),
+    }
 }
 
 fn parse_currency(verb: &'static str, text: &str) -> Result<Currency, LineError> {

@@ -549,3 +549,38 @@ fn confirmations_that_make_no_sense() {
         other => panic!("expected Unconfirmed, got {other:?}"),
     }
 }
+
+/// A line seller's confirmations that make no sense still decode, with their order ids.
+#[test]
+fn line_confirmations_that_make_no_sense() {
+    let text = fixture_bytes("line_order_lies.txt");
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        Response::decode(lines[0]).unwrap(),
+        Response::Ordered {
+            tag: "17".into(),
+            order_id: "LO-88".into(),
+            total: Money::new(-2512, Currency::GBP)
+        }
+    );
+    for (raw, id) in [(lines[1], "LO-89"), (lines[2], "LO-90")] {
+        match Response::decode(raw).unwrap() {
+            Response::OrderedUnreadable { order_id, .. } => assert_eq!(order_id, id),
+            other => panic!("expected OrderedUnreadable, got {other:?}"),
+        }
+        // It encodes back to the same line.
+        let mut out = Vec::new();
+        Response::decode(raw).unwrap().encode(&mut out);
+        assert_eq!(out.strip_suffix(b"\n").unwrap(), raw);
+    }
+    assert_eq!(
+        Response::decode(lines[3]).unwrap(),
+        Response::Price {
+            tag: "20".into(),
+            total: Money::new(-100, Currency::GBP)
+        }
+    );
+}

@@ -400,6 +400,17 @@ fn sanitized_response(r: &Response) -> Response {
             order_id: clean(&order_id),
             total,
         },
+        Response::OrderedUnreadable {
+            tag,
+            order_id,
+            total,
+            currency,
+        } => Response::OrderedUnreadable {
+            tag: clean(&tag),
+            order_id: clean(&order_id),
+            total: clean(&total),
+            currency: clean(&currency),
+        },
         Response::SoldOut { tag } => Response::SoldOut { tag: clean(&tag) },
         Response::Price { tag, total } => Response::Price {
             tag: clean(&tag),
