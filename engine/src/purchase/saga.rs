@@ -149,6 +149,9 @@ pub enum Event {
 
 /// Everything the saga does to the world: partners, storage, time. Implemented over a
 /// core by [`super::world::CoreWorld`] and by a scripted fake in tests.
+///
+/// Every partner call takes `attempt`, the number of times the same call was made
+/// before (0 the first time), so an implementation can allow a repeat more time.
 #[allow(async_fn_in_trait)] // Single-threaded: no `Send` bound is wanted.
 pub trait Partners {
     /// Asks every seller for offers for `wanted`.
@@ -158,20 +161,32 @@ pub trait Partners {
         &self,
         req: &AuthorizeRequest,
         key: &str,
+        attempt: u32,
     ) -> Result<AuthorizeOutcome, CallError>;
     /// Places an order at `seller`.
-    async fn order(&self, seller: &str, req: &OrderRequest) -> Result<OrderReply, CallError>;
+    async fn order(
+        &self,
+        seller: &str,
+        req: &OrderRequest,
+        attempt: u32,
+    ) -> Result<OrderReply, CallError>;
     /// Cancels `order_id` at `seller` (repeating a cancel is harmless).
-    async fn cancel(&self, seller: &str, order_id: &str) -> Result<(), CallError>;
+    async fn cancel(&self, seller: &str, order_id: &str, attempt: u32) -> Result<(), CallError>;
     /// Captures `amount` (customer's currency) of `authorization` with `key`.
     async fn capture(
         &self,
         authorization: &str,
         amount: i64,
         key: &str,
+        attempt: u32,
     ) -> Result<SettleOutcome, CallError>;
     /// Voids `authorization` with `key`.
-    async fn void(&self, authorization: &str, key: &str) -> Result<SettleOutcome, CallError>;
+    async fn void(
+        &self,
+        authorization: &str,
+        key: &str,
+        attempt: u32,
+    ) -> Result<SettleOutcome, CallError>;
     /// Writes the record; with `sync`, waits until it is on disk.
     async fn save(&self, p: &Purchase, note: &str, sync: bool) -> Result<(), SagaError>;
     /// Waits (always yields: a saga must never hold its core).
@@ -377,16 +392,18 @@ impl<'w, W: Partners> Saga<'w, W> {
     }
 
     /// Repeats `call` until the partner answers definitely: `Ok` with the answer, or
-    /// `Err` with a refusal. An unknown outcome is never returned.
+    /// `Err` with a refusal. An unknown outcome is never returned. `call` gets the number
+    /// of the attempt (0 first), so a partner that is always slower than our timeout can
+    /// be given more time on each repeat.
     async fn until_definite<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, String>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
         loop {
-            match call().await {
+            match call(attempt).await {
                 Ok(v) => {
                     self.set_stuck(false);
                     return Ok(v);
@@ -474,7 +491,7 @@ impl<'w, W: Partners> Saga<'w, W> {
         let key = call_key(&self.p, "authorize", "");
         let world = self.world;
         let answer = self
-            .until_definite("authorize", || world.authorize(&req, &key))
+            .until_definite("authorize", |n| world.authorize(&req, &key, n))
             .await;
         let mut next = self.p.clone();
         match answer {
@@ -677,7 +694,7 @@ impl<'w, W: Partners> Saga<'w, W> {
         };
         let world = self.world;
         let answer = self
-            .until_definite("order", || world.order(&c.seller, &req))
+            .until_definite("order", |n| world.order(&c.seller, &req, n))
             .await;
         let limit = self.limit();
         let mut next = self.p.clone();
@@ -781,8 +798,8 @@ impl<'w, W: Partners> Saga<'w, W> {
     async fn cancel_until_done(&self, order: &OrderRef) {
         let world = self.world;
         let result = self
-            .until_definite("cancel", || async {
-                match world.cancel(&order.seller, &order.order_id).await {
+            .until_definite("cancel", |n| async move {
+                match world.cancel(&order.seller, &order.order_id, n).await {
                     Err(CallError::Refused(why)) => Err(CallError::Unknown {
                         why: format!("cancel refused: {why}"),
                         retry_after: None,
@@ -814,7 +831,7 @@ impl<'w, W: Partners> Saga<'w, W> {
         let key = call_key(&self.p, "capture", "");
         let world = self.world;
         let answer = self
-            .until_definite("capture", || world.capture(&auth, order.total, &key))
+            .until_definite("capture", |n| world.capture(&auth, order.total, &key, n))
             .await;
         match answer {
             Ok(SettleOutcome::Done { amount, .. }) => {
@@ -838,7 +855,7 @@ impl<'w, W: Partners> Saga<'w, W> {
             let key = call_key(&self.p, "void", "");
             let world = self.world;
             let answer = self
-                .until_definite("void", || world.void(&auth, &key))
+                .until_definite("void", |n| world.void(&auth, &key, n))
                 .await;
             match answer {
                 Ok(SettleOutcome::Refused { error }) if error == "already_captured" => {

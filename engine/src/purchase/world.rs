@@ -121,23 +121,30 @@ pub struct CoreWorld {
     owner: Rc<ShardOwner>,
 }
 
-impl CoreWorld {
-    fn step_timeout(&self) -> Duration {
-        Duration::from_millis(self.core.shared.config.purchases.step_timeout_ms)
-    }
+/// The timeout of the `attempt`-th repeat of a call: doubled on each repeat, up to
+/// eight times the configured one or a minute. A partner that always takes a little
+/// longer than our timeout (a cancel that stalls, a provider under load) is otherwise
+/// never heard from, and its call repeated for ever.
+fn patient(base_ms: u64, attempt: u32) -> Duration {
+    let grown = base_ms.saturating_mul(1u64 << attempt.min(3));
+    Duration::from_millis(grown.min(base_ms.max(60_000)))
+}
 
-    fn payment_timeout(&self) -> Duration {
-        Duration::from_millis(self.core.shared.config.payment.timeout_ms)
+impl CoreWorld {
+    fn step_timeout(&self, attempt: u32) -> Duration {
+        patient(self.core.shared.config.purchases.step_timeout_ms, attempt)
     }
 
     async fn pay(
         &self,
         req: &bookbroker_protocols::http::HttpRequest,
+        attempt: u32,
     ) -> Result<OwnedReply, CallError> {
+        let timeout = patient(self.core.shared.config.payment.timeout_ms, attempt);
         self.core
             .purchases
             .payment
-            .call(req, self.payment_timeout())
+            .call(req, timeout)
             .await
             .map_err(net_failure)
     }
@@ -216,14 +223,22 @@ impl Partners for CoreWorld {
         &self,
         req: &AuthorizeRequest,
         key: &str,
+        attempt: u32,
     ) -> Result<AuthorizeOutcome, CallError> {
-        let reply = self.pay(&payment::encode_authorize(req, key)).await?;
+        let reply = self
+            .pay(&payment::encode_authorize(req, key), attempt)
+            .await?;
         payment::decode_authorize(reply.as_reply()).map_err(payment_failure)
     }
 
-    async fn order(&self, seller: &str, req: &OrderRequest) -> Result<OrderReply, CallError> {
+    async fn order(
+        &self,
+        seller: &str,
+        req: &OrderRequest,
+        attempt: u32,
+    ) -> Result<OrderReply, CallError> {
         let client = self.seller(seller)?;
-        match client.order(req, self.step_timeout()).await {
+        match client.order(req, self.step_timeout(attempt)).await {
             Ok(OrderOutcome::Ordered { order_id, total }) => {
                 Ok(OrderReply::Ordered { order_id, total })
             }
@@ -236,10 +251,10 @@ impl Partners for CoreWorld {
         }
     }
 
-    async fn cancel(&self, seller: &str, order_id: &str) -> Result<(), CallError> {
+    async fn cancel(&self, seller: &str, order_id: &str, attempt: u32) -> Result<(), CallError> {
         let client = self.seller(seller)?;
         client
-            .cancel(order_id, self.step_timeout())
+            .cancel(order_id, self.step_timeout(attempt))
             .await
             .map_err(seller_failure)
     }
@@ -249,15 +264,26 @@ impl Partners for CoreWorld {
         authorization: &str,
         amount: i64,
         key: &str,
+        attempt: u32,
     ) -> Result<SettleOutcome, CallError> {
         let reply = self
-            .pay(&payment::encode_capture(authorization, amount, key))
+            .pay(
+                &payment::encode_capture(authorization, amount, key),
+                attempt,
+            )
             .await?;
         payment::decode_settle(reply.as_reply()).map_err(payment_failure)
     }
 
-    async fn void(&self, authorization: &str, key: &str) -> Result<SettleOutcome, CallError> {
-        let reply = self.pay(&payment::encode_void(authorization, key)).await?;
+    async fn void(
+        &self,
+        authorization: &str,
+        key: &str,
+        attempt: u32,
+    ) -> Result<SettleOutcome, CallError> {
+        let reply = self
+            .pay(&payment::encode_void(authorization, key), attempt)
+            .await?;
         payment::decode_settle(reply.as_reply()).map_err(payment_failure)
     }
 
@@ -437,5 +463,21 @@ impl CustomerCounts {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::patient;
+    use std::time::Duration;
+
+    #[test]
+    fn repeats_get_more_time_up_to_a_bound() {
+        assert_eq!(patient(2000, 0), Duration::from_millis(2000));
+        assert_eq!(patient(2000, 1), Duration::from_millis(4000));
+        assert_eq!(patient(2000, 3), Duration::from_millis(16_000));
+        assert_eq!(patient(2000, 30), Duration::from_millis(16_000));
+        assert_eq!(patient(30_000, 5), Duration::from_millis(60_000));
+        assert_eq!(patient(60_000, 5), Duration::from_millis(60_000));
     }
 }

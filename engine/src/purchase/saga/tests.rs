@@ -85,6 +85,7 @@ impl Partners for Fake {
         &self,
         req: &AuthorizeRequest,
         key: &str,
+        _attempt: u32,
     ) -> Result<AuthorizeOutcome, CallError> {
         self.calls
             .borrow_mut()
@@ -97,7 +98,12 @@ impl Partners for Fake {
         })
     }
 
-    async fn order(&self, seller: &str, req: &OrderRequest) -> Result<OrderReply, CallError> {
+    async fn order(
+        &self,
+        seller: &str,
+        req: &OrderRequest,
+        _attempt: u32,
+    ) -> Result<OrderReply, CallError> {
         self.calls.borrow_mut().push(format!(
             "order {seller} {} {} {}",
             req.offer_id, req.expected_total.minor, req.idempotency_key
@@ -110,7 +116,7 @@ impl Partners for Fake {
         })
     }
 
-    async fn cancel(&self, seller: &str, order_id: &str) -> Result<(), CallError> {
+    async fn cancel(&self, seller: &str, order_id: &str, _attempt: u32) -> Result<(), CallError> {
         self.calls
             .borrow_mut()
             .push(format!("cancel {seller} {order_id}"));
@@ -122,6 +128,7 @@ impl Partners for Fake {
         authorization: &str,
         amount: i64,
         key: &str,
+        _attempt: u32,
     ) -> Result<SettleOutcome, CallError> {
         self.calls
             .borrow_mut()
@@ -135,7 +142,12 @@ impl Partners for Fake {
             }))
     }
 
-    async fn void(&self, authorization: &str, key: &str) -> Result<SettleOutcome, CallError> {
+    async fn void(
+        &self,
+        authorization: &str,
+        key: &str,
+        _attempt: u32,
+    ) -> Result<SettleOutcome, CallError> {
         self.calls
             .borrow_mut()
             .push(format!("void {authorization} {key}"));
