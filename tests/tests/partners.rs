@@ -269,7 +269,10 @@ fn payment_errors_and_resets_are_unknown_outcomes_not_refusals() {
         .seller("line-gbp", "stock", "1")
         .seller("line-gbp", "stale_listings", "true")
         .start();
-    let engine = Engine::start(&sim.config, 2);
+    // Short foreground retries: a payment call still unknown after them must go on being
+    // repeated, not turn into a refusal.
+    let config = sim.config_with(|c| format!("{c}\n[purchases]\nstep_retry_ms = 2000\n"));
+    let engine = Engine::start(&config, 2);
     let books: Vec<String> = sim.isbns.iter().take(4).cloned().collect();
     let wanted: Vec<String> = books
         .iter()
