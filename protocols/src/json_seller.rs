@@ -400,7 +400,7 @@ pub mod server {
     /// still being worked on (design section 3, "Keys in progress"). The outcome is
     /// unknown, not refused: the client asks again with the same key.
     pub fn encode_in_progress() -> HttpResponse {
-        encode_error(409, "idempotency_key_in_use", None)
+        encode_error(409, crate::wire::KEY_IN_USE, None)
     }
 
     #[cfg(test)]

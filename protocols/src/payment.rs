@@ -424,7 +424,7 @@ pub mod server {
     /// idempotency key is still running, as Stripe answers it. The outcome is unknown,
     /// not refused: the client asks again with the same key.
     pub fn encode_in_progress() -> HttpResponse {
-        encode_error(409, "idempotency_key_in_use", None)
+        encode_error(409, crate::wire::KEY_IN_USE, None)
     }
 
     #[cfg(test)]

@@ -450,34 +450,20 @@ fn start(
         )
         .map_err(|e| internal("cannot seal tokens", e.to_string()))?;
     let now = now_ms();
-    let p = Purchase {
-        id: new_id(shard, &random),
-        customer: req.customer.clone(),
-        key: req.key.clone(),
-        created_ms: now,
-        wanted: Wanted {
+    let p = Purchase::intent(
+        new_id(shard, &random),
+        req.customer.clone(),
+        req.key.clone(),
+        now,
+        Wanted {
             isbn: req.isbn.as_ref().map(|i| i.as_str().to_string()),
             title: req.title.clone(),
             max_price: req.max_price,
             currency: req.currency.code().to_string(),
             condition: api::condition_name(req.condition).to_string(),
         },
-        sealed_tokens: Some(sealed),
-        step: Step::Quoting,
-        candidates: Vec::new(),
-        lowest: None,
-        attempt: None,
-        skipped: 0,
-        authorization: None,
-        authorized_amount: None,
-        order: None,
-        cancelling: None,
-        voided: false,
-        order_cancelled: false,
-        compensation: None,
-        outcome: None,
-        journal_seq: 0,
-    };
+        sealed,
+    );
     let mut batch = Batch::default();
     batch
         .put_idempotency(

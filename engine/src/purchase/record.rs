@@ -176,6 +176,39 @@ pub struct Purchase {
 }
 
 impl Purchase {
+    /// A purchase as its intent is recorded: nothing asked of anyone yet.
+    pub fn intent(
+        id: String,
+        customer: String,
+        key: String,
+        created_ms: u64,
+        wanted: Wanted,
+        sealed_tokens: String,
+    ) -> Purchase {
+        Purchase {
+            id,
+            customer,
+            key,
+            created_ms,
+            wanted,
+            sealed_tokens: Some(sealed_tokens),
+            step: Step::Quoting,
+            candidates: Vec::new(),
+            lowest: None,
+            attempt: None,
+            skipped: 0,
+            authorization: None,
+            authorized_amount: None,
+            order: None,
+            cancelling: None,
+            voided: false,
+            order_cancelled: false,
+            compensation: None,
+            outcome: None,
+            journal_seq: 0,
+        }
+    }
+
     /// The body of a `pending` answer.
     pub fn pending_body(&self) -> serde_json::Value {
         serde_json::json!({"id": self.id, "status": "pending"})

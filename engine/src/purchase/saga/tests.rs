@@ -226,34 +226,20 @@ fn eur(seller: &str, offer: &str) -> Candidate {
 }
 
 fn purchase(max_price: i64) -> Purchase {
-    Purchase {
-        id: "pur_0000_0123456789abcdef".into(),
-        customer: "alice".into(),
-        key: "k1".into(),
-        created_ms: 1,
-        wanted: Wanted {
+    Purchase::intent(
+        "pur_0000_0123456789abcdef".into(),
+        "alice".into(),
+        "k1".into(),
+        1,
+        Wanted {
             isbn: Some("9780131103627".into()),
             title: None,
             max_price,
             currency: "USD".into(),
             condition: "any".into(),
         },
-        sealed_tokens: Some("sealed".into()),
-        step: Step::Quoting,
-        candidates: Vec::new(),
-        lowest: None,
-        attempt: None,
-        skipped: 0,
-        authorization: None,
-        authorized_amount: None,
-        order: None,
-        cancelling: None,
-        voided: false,
-        order_cancelled: false,
-        compensation: None,
-        outcome: None,
-        journal_seq: 0,
-    }
+        "sealed".into(),
+    )
 }
 
 fn run(fake: &Fake, p: Purchase) -> Purchase {
