@@ -236,8 +236,14 @@ fn preflight(listen: SocketAddr, cores: usize) -> Result<(), RuntimeError> {
                 .into(),
         ));
     }
-    // Bind once *without* SO_REUSEPORT: the executors bind with it, and would otherwise
-    // silently share the port with another process that also uses it.
+    // Bind with SO_REUSEADDR (std sets it) and *without* SO_REUSEPORT. The kernel lets
+    // SO_REUSEPORT sockets of the same user bind next to each other even while one
+    // listens: with it here, the check would pass beside a live engine (or any such
+    // listener) and the executors, which need SO_REUSEPORT among themselves, would then
+    // silently share the port with it. Without it, any listener on the port is a
+    // conflict, whatever its options. SO_REUSEADDR is what makes the connections a
+    // stopped or crashed engine left in TIME_WAIT no conflict: the executors' listeners
+    // set it too, so every connection they accepted has it (see `server::bind`).
     match std::net::TcpListener::bind(listen) {
         Ok(l) => drop(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
