@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -239,24 +239,71 @@ fn preflight(listen: SocketAddr, cores: usize) -> Result<(), RuntimeError> {
                 .into(),
         ));
     }
-    // Bind once *without* SO_REUSEPORT: the executors bind with it, and would otherwise
-    // silently share the port with another process that also uses it.
-    match std::net::TcpListener::bind(listen) {
-        Ok(l) => drop(l),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(RuntimeError::Environment(format!(
-                "cannot listen on {listen}: the address is already in use; stop the other \
-                 process or choose another address with --listen"
-            )))
-        }
-        Err(e) => {
-            return Err(RuntimeError::Environment(format!(
-                "cannot listen on {listen}: {e}"
-            )))
-        }
-    }
+    check_address_free(listen)?;
     let _ = cores;
     Ok(())
+}
+
+/// How long start-up waits for a listen address in use to be released before it reports
+/// it in use.
+///
+/// When an engine exits, above all by `kill -9`, its listeners outlive the process for a
+/// few tens of milliseconds: the kernel tears down each executor's io_uring (which holds
+/// the sockets of its pending accepts and reads) after the process is reaped. A service
+/// manager that restarts the engine at once would otherwise meet its predecessor's
+/// listeners and give up.
+pub const ADDRESS_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the address is tried again within [`ADDRESS_RELEASE_WAIT`].
+const ADDRESS_RETRY_EVERY: Duration = Duration::from_millis(20);
+
+/// Fails clearly when another socket listens on `listen`, after giving a stopped
+/// process's listeners [`ADDRESS_RELEASE_WAIT`] to go away.
+fn check_address_free(listen: SocketAddr) -> Result<(), RuntimeError> {
+    let until = Instant::now() + ADDRESS_RELEASE_WAIT;
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        // Bind with SO_REUSEADDR (std sets it) and *without* SO_REUSEPORT. The kernel
+        // lets SO_REUSEPORT sockets of the same user bind next to each other even while
+        // one listens: with it here, the check would pass beside a live engine (or any
+        // such listener) and the executors, which need SO_REUSEPORT among themselves,
+        // would then silently share the port with it. Without it, any listener on the
+        // port is a conflict, whatever its options. SO_REUSEADDR is what makes the
+        // connections a stopped or crashed engine left in TIME_WAIT no conflict: the
+        // executors' listeners set it too, so every connection they accepted has it
+        // (see `server::bind`).
+        match std::net::TcpListener::bind(listen) {
+            Ok(l) => {
+                drop(l);
+                if let Some(since) = waiting_since {
+                    tracing::info!(%listen, waited = ?since.elapsed(), "the address was released");
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if Instant::now() >= until {
+                    return Err(RuntimeError::Environment(format!(
+                        "cannot listen on {listen}: the address is already in use; stop the \
+                         other process or choose another address with --listen"
+                    )));
+                }
+                if waiting_since.is_none() {
+                    tracing::info!(
+                        %listen,
+                        "the address is in use; waiting up to {ADDRESS_RELEASE_WAIT:?} in case \
+                         it is a stopped process's socket being released"
+                    );
+                    waiting_since = Some(Instant::now());
+                }
+                std::thread::sleep(ADDRESS_RETRY_EVERY);
+            }
+            Err(e) => {
+                return Err(RuntimeError::Environment(format!(
+                    "cannot listen on {listen}: {e}"
+                )))
+            }
+        }
+    }
 }
 
 /// The locked-memory limit, for messages.

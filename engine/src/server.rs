@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use bookbroker_protocols::FxTable;
 
@@ -355,8 +357,29 @@ pub fn problem(p: &ApiProblem) -> Response<Body> {
     r
 }
 
-/// Binds this core's listener (SO_REUSEPORT is set by glommio, so every core binds the
-/// same address).
+/// Connections the kernel queues for one core's listener before `accept` takes them.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds this core's listener with `SO_REUSEPORT` (every core binds the same address and
+/// the kernel spreads connections over them) and `SO_REUSEADDR`.
+///
+/// `SO_REUSEADDR` is what lets the engine restart on its address at once. Accepted
+/// connections inherit the listener's options, and the ones closed on the engine's side
+/// first (all of them after a crash or a stop under keep-alive load) linger in TIME_WAIT
+/// on this port for a minute. Linux lets a new socket bind next to a TIME_WAIT entry when both have
+/// `SO_REUSEADDR` (or both `SO_REUSEPORT`); the start-up check binds with `SO_REUSEADDR`
+/// only (see `runtime::preflight`), so without it here every restart would be refused
+/// as "address in use" until those entries expire. It never lets two listeners share
+/// the port: a listening socket always conflicts unless both sides use `SO_REUSEPORT`.
+///
+/// Must be called on the executor that will accept on the listener.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(std::io::Error::from)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that `into_raw_fd` hands
+    // over, so the glommio listener becomes its only owner (and closes it on drop).
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }

@@ -5,7 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; `make test` does).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -305,6 +305,57 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// TCP socket states as `ss` names them, by the number Linux shows in `/proc/net/tcp`.
+const TCP_STATES: [&str; 12] = [
+    "UNKNOWN",
+    "ESTAB",
+    "SYN-SENT",
+    "SYN-RECV",
+    "FIN-WAIT-1",
+    "FIN-WAIT-2",
+    "TIME-WAIT",
+    "UNCONN",
+    "CLOSE-WAIT",
+    "LAST-ACK",
+    "LISTEN",
+    "CLOSING",
+];
+
+/// Every TCP socket of this host (network namespace) whose *local* port is `port`, by
+/// state (`LISTEN`, `ESTAB`, `TIME-WAIT`, ...; the names `ss -tan` prints), from
+/// `/proc/net/tcp` and `/proc/net/tcp6`. The server side of a connection has the
+/// server's port as its local port; the client side does not.
+pub fn tcp_states_on_port(port: u16) -> BTreeMap<&'static str, usize> {
+    let mut states = BTreeMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            // `sl local_address rem_address st ...`, addresses as `HEXIP:HEXPORT`.
+            let mut fields = row.split_whitespace().skip(1);
+            let (Some(local), Some(_remote), Some(state)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port != Some(port) {
+                continue;
+            }
+            let name = usize::from_str_radix(state, 16)
+                .ok()
+                .and_then(|i| TCP_STATES.get(i))
+                .copied()
+                .unwrap_or("UNKNOWN");
+            *states.entry(name).or_default() += 1;
+        }
+    }
+    states
+}
+
 /// How to start an engine, beyond its config and core count.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
@@ -312,6 +363,9 @@ pub struct EngineOptions {
     pub data_dir: Option<PathBuf>,
     /// Extra environment variables for the process (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// The address to listen on; `None` picks a free loopback port. A restart passes the
+    /// address of the engine it replaces, as a service manager would.
+    pub listen: Option<SocketAddr>,
 }
 
 /// A running engine.
@@ -343,13 +397,38 @@ impl Engine {
         )
     }
 
-    /// Like [`Engine::start`], with a data directory and environment of the caller's
-    /// choosing.
+    /// Like [`Engine::start_with`], on `addr` (typically the address of an engine that
+    /// was just stopped or killed: a restart in place).
+    pub fn start_at(config: &Path, cores: usize, data_dir: &Path, addr: SocketAddr) -> Engine {
+        Engine::start_opts(
+            config,
+            cores,
+            &EngineOptions {
+                data_dir: Some(data_dir.to_path_buf()),
+                listen: Some(addr),
+                ..EngineOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Engine::start`], with a data directory, address and environment of the
+    /// caller's choosing.
     pub fn start_opts(config: &Path, cores: usize, opts: &EngineOptions) -> Engine {
+        Engine::try_start_opts(config, cores, opts).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Like [`Engine::start_opts`], but says why the engine did not come up (it exited,
+    /// with its log; or it was not ready within 20 s) instead of panicking.
+    pub fn try_start_opts(
+        config: &Path,
+        cores: usize,
+        opts: &EngineOptions,
+    ) -> Result<Engine, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("engine.log");
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let addr: SocketAddr = opts
+            .listen
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().expect("addr"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let data_dir = opts
@@ -383,21 +462,28 @@ impl Engine {
         loop {
             if let Some(child) = engine.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("bookbroker exited early ({status}):\n{}", engine.log_text());
+                    return Err(format!(
+                        "bookbroker on {addr} exited early ({status}); sockets on port {}: \
+                         {:?}\n{}",
+                        addr.port(),
+                        tcp_states_on_port(addr.port()),
+                        engine.log_text()
+                    ));
                 }
             }
             if let Ok(mut c) = Client::try_connect(addr) {
                 if c.request("GET", "/readyz", &[], b"")
                     .is_ok_and(|r| r.status == 200)
                 {
-                    return engine;
+                    return Ok(engine);
                 }
             }
-            assert!(
-                Instant::now() < until,
-                "bookbroker not ready in 20 s:\n{}",
-                engine.log_text()
-            );
+            if Instant::now() >= until {
+                return Err(format!(
+                    "bookbroker on {addr} not ready in 20 s:\n{}",
+                    engine.log_text()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -442,7 +528,9 @@ impl Engine {
     }
 
     /// `kill -9`: SIGKILL, then waits for the process to be gone (so its files and
-    /// locks are released before a restart on the same data directory).
+    /// locks are released before a restart on the same data directory). Its sockets may
+    /// outlive it by some milliseconds, until the kernel tears down its io_uring; a
+    /// restart on the same address has to cope with that, as after a real crash.
     pub fn kill9(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         // `Child::kill` sends SIGKILL on Unix.
@@ -549,6 +637,23 @@ impl Client {
     /// Changes how long a read may block (the default is 10 s).
     pub fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
         self.reader.get_ref().set_read_timeout(Some(timeout))
+    }
+
+    /// Waits up to `within` on an idle connection and tells whether the server closed it
+    /// meanwhile, as a pooling client notices a keep-alive connection's end without
+    /// writing to it. (Writing to it instead would draw a reset, which leaves the server
+    /// side no TIME_WAIT entry.) Data arriving unasked counts as not closed.
+    pub fn closed_within(&mut self, within: Duration) -> std::io::Result<bool> {
+        let stream = self.reader.get_ref();
+        let previous = stream.read_timeout()?;
+        stream.set_read_timeout(Some(within))?;
+        let seen = self.reader.fill_buf().map(|b| b.is_empty());
+        self.reader.get_ref().set_read_timeout(previous)?;
+        match seen {
+            Ok(closed) => Ok(closed),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `POST /v1/purchases` with `Authorization: Bearer api_key`, `Content-Type:

@@ -1,8 +1,9 @@
 //! The crash test (issue 3 item 7): under a steady stream of purchases with distinct
-//! keys, `kill -9` the engine at random moments, restart it on the same data directory
-//! (sometimes with another `--cores`), and let the clients retry every key until it has a
-//! final answer. Then every key has exactly one outcome, nobody is charged twice or for a
-//! book they did not get, and every hold is captured or voided.
+//! keys, `kill -9` the engine at random moments, restart it at once on the same address
+//! and data directory (sometimes with another `--cores`), as a service manager would, and
+//! let the clients retry every key until it has a final answer. Then every key has exactly
+//! one outcome, nobody is charged twice or for a book they did not get, every hold is
+//! captured or voided, and nearly every ordinary buy is purchased.
 //!
 //! Quick mode (the default): 20 kills. `BOOKBROKER_CRASH_ROUNDS=N` runs N kills (the long
 //! mode); `BOOKBROKER_CRASH_SEED=S` repeats the random moments of an earlier run (each run
@@ -24,6 +25,18 @@ const QUICK_ROUNDS: usize = 20;
 
 /// Client threads sending purchases.
 const CLIENTS: usize = 4;
+
+/// The least share of ordinary buys ([`Kind::Buy`]) that must end `purchased`.
+///
+/// Nothing in the scenario makes an ordinary buy fail (every seller has plenty of stock,
+/// the card is good): only a kill can, and then only the one key each client has in
+/// flight. The engine resumes those: every buy was purchased in each of fourteen quick
+/// runs (1145 to 1851 buys per run) and in a run of 60 kills (4048 buys). An engine that
+/// compensated every purchase a kill interrupts instead, which the test's other checks
+/// allow, would lose at most `CLIENTS` buys per kill: 80 of about 1500 here, some 5%.
+/// 90% passes both with room for a slower machine, and fails an engine that fails
+/// purchases for no reason.
+const MIN_PURCHASED_SHARE: f64 = 0.9;
 
 /// What a key's purchase is meant to meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +112,8 @@ impl Done {
 
 /// What the main thread and the clients share.
 struct Shared {
-    /// Where the engine listens now; `None` while it is down.
+    /// Where the engine listens now (the same address across restarts); `None` while it
+    /// is down.
     addr: RwLock<Option<SocketAddr>>,
     /// Set when no new key should be started.
     stop: AtomicBool,
@@ -231,6 +245,9 @@ fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
     let data = tempfile::tempdir().unwrap();
     let mut cores = 1;
     let mut engine = Engine::start_with(&config, cores, data.path());
+    // Every restart is on this address: the clients' keep-alive connections leave the
+    // killed engine's side of them in TIME_WAIT there, which must not stop the restart.
+    let addr = engine.addr;
 
     let give_up_after = Duration::from_secs(60 + 4 * rounds as u64);
     let shared = Arc::new(Shared {
@@ -267,7 +284,7 @@ fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
             _ => rng.range(1, 3) as usize,
         };
         core_counts.push(cores);
-        engine = Engine::start_with(&config, cores, data.path());
+        engine = Engine::start_at(&config, cores, data.path(), addr);
         *shared.addr.write().unwrap() = Some(engine.addr);
     }
     // A little steady traffic on the last engine, then no new keys; every key already
@@ -310,7 +327,7 @@ fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
     // Once more, with no traffic: every answer survives a kill -9 as it was given.
     *shared.addr.write().unwrap() = None;
     engine.kill9();
-    engine = Engine::start_with(&config, 3 - cores, data.path());
+    engine = Engine::start_at(&config, 3 - cores, data.path(), addr);
     let mut client = engine.client();
     let mut replay_problems = Vec::new();
     for d in &done {
@@ -457,5 +474,27 @@ fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
         problems.len(),
         &problems[..problems.len().min(30)],
         log_tail(&engine)
+    );
+
+    // "failed" is an acceptable answer to any key (see above), so the books alone would
+    // pass an engine that fails every purchase. Ordinary buys must mostly succeed.
+    let buys: Vec<&Done> = done.iter().filter(|d| d.spec.kind == Kind::Buy).collect();
+    let purchased = buys
+        .iter()
+        .filter(|d| d.status == 201 && d.json()["status"] == "purchased")
+        .count();
+    let share = purchased as f64 / buys.len().max(1) as f64;
+    eprintln!(
+        "purchased: {purchased} of {} ordinary buys ({:.1}%)",
+        buys.len(),
+        share * 100.0
+    );
+    assert!(
+        share >= MIN_PURCHASED_SHARE,
+        "only {purchased} of {} ordinary buys were purchased ({:.1}%, want at least {:.0}%; \
+         BOOKBROKER_CRASH_SEED={seed}); outcomes {outcomes:?}",
+        buys.len(),
+        share * 100.0,
+        MIN_PURCHASED_SHARE * 100.0
     );
 }
