@@ -5,9 +5,13 @@
 //! one outcome, nobody is charged twice or for a book they did not get, every hold is
 //! captured or voided, and nearly every ordinary buy is purchased.
 //!
-//! Quick mode (the default): 20 kills. `BOOKBROKER_CRASH_ROUNDS=N` runs N kills (the long
-//! mode); `BOOKBROKER_CRASH_SEED=S` repeats the random moments of an earlier run (each run
-//! prints its seed).
+//! Two runs: with quick, well-behaved partners, and with partners that stall (slow first
+//! attempts answered "in progress", payment calls and cancels slower than the engine's
+//! timeouts), so kills land while calls of unknown outcome are being repeated.
+//!
+//! Quick mode (the default): 20 kills (10 with stalling partners).
+//! `BOOKBROKER_CRASH_ROUNDS=N` runs N kills (the long mode); `BOOKBROKER_CRASH_SEED=S`
+//! repeats the random moments of an earlier run (each run prints its seed).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,8 +27,15 @@ use serde_json::Value;
 /// Kills in quick mode.
 const QUICK_ROUNDS: usize = 20;
 
+/// Kills in quick mode with stalling partners (each kill costs seconds of stalls).
+const QUICK_ROUNDS_STALLED: usize = 10;
+
 /// Client threads sending purchases.
 const CLIENTS: usize = 4;
+
+/// Client threads with stalling partners: each key takes seconds, so more of them keep
+/// the stream steady.
+const CLIENTS_STALLED: usize = 8;
 
 /// The least share of ordinary buys ([`Kind::Buy`]) that must end `purchased`.
 ///
@@ -230,15 +241,32 @@ fn key_of(auth: &AuthRecord, run: u64, by_price: &BTreeMap<i64, String>) -> Opti
 
 #[test]
 fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
+    crash_test("purchases_crash.toml", QUICK_ROUNDS, CLIENTS, 50);
+}
+
+#[test]
+fn kill_9_while_partners_stall_never_charges_twice_or_loses_a_purchase() {
+    crash_test(
+        "purchases_crash_stalled.toml",
+        QUICK_ROUNDS_STALLED,
+        CLIENTS_STALLED,
+        30,
+    );
+}
+
+/// The crash test on `scenario`, with `quick_rounds` kills unless
+/// `BOOKBROKER_CRASH_ROUNDS` says otherwise, `clients` client threads, and at least
+/// `min_keys` keys finished (a steady stream, not a trickle).
+fn crash_test(scenario: &str, quick_rounds: usize, clients: usize, min_keys: usize) {
     let started = Instant::now();
     let rounds = std::env::var("BOOKBROKER_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(QUICK_ROUNDS);
+        .unwrap_or(quick_rounds);
     let (mut rng, seed) = Rng::from_env_or_clock("BOOKBROKER_CRASH_SEED");
-    eprintln!("crash test: {rounds} kills, BOOKBROKER_CRASH_SEED={seed}");
+    eprintln!("crash test on {scenario}: {rounds} kills, BOOKBROKER_CRASH_SEED={seed}");
 
-    let sim = Sim::start("purchases_crash.toml");
+    let sim = Sim::start(scenario);
     // A short synchronous wait, so a purchase slowed by a restart answers 202 (and its
     // client retries) well before the client's read timeout.
     let config = sim.config_with(|c| format!("{c}\n[purchases]\nwait_ms = 3000\n"));
@@ -260,7 +288,7 @@ fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
         run: seed & 0xFFFF_FFFF,
         isbns: sim.isbns.clone(),
     });
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..clients)
         .map(|_| {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || client_loop(&shared))
@@ -319,7 +347,7 @@ fn kill_9_at_random_moments_never_charges_twice_or_loses_a_purchase() {
         started.elapsed()
     );
     assert!(
-        done.len() >= 50,
+        done.len() >= min_keys,
         "a steady stream: only {} purchases",
         done.len()
     );
