@@ -14,13 +14,13 @@ CARGO ?= cargo
 export CC := ccache cc
 export CXX := ccache c++
 
-.PHONY: demo test deps lint build unit-and-integration bench-check
+.PHONY: demo test deps lint build unit-and-integration bench-check api-fuzz
 
 demo: deps
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/bookbroker demo
 
-test: deps lint build unit-and-integration bench-check
+test: deps lint build unit-and-integration bench-check api-fuzz
 
 deps:
 	@bash scripts/ensure-deps.sh
@@ -37,6 +37,11 @@ build:
 
 unit-and-integration: build
 	$(CARGO) test --workspace --locked
+
+# Schemathesis against docs/openapi.yaml and the demo engine: no 5xx, no answer that
+# breaks the schema, no undocumented status. Installs schemathesis on first use.
+api-fuzz: build
+	bash scripts/api-fuzz.sh
 
 # Compile every benchmark and run each once in test mode, so benches cannot rot.
 bench-check:

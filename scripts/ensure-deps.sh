@@ -5,7 +5,7 @@
 #   scripts/ensure-deps.sh --bench   also nginx, the baseline bench/e2e measures beside the engine
 set -euo pipefail
 
-packages=(gcc g++ make pkg-config libclang-dev ccache)
+packages=(gcc g++ make pkg-config libclang-dev ccache curl)
 if [ "${1:-}" = "--bench" ] && ! command -v nginx >/dev/null 2>&1; then
   packages+=(nginx-light)
 fi

@@ -46,13 +46,25 @@ pub struct PurchaseRequest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
+    #[serde(default, deserialize_with = "present")]
     isbn: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     title: Option<String>,
     max_price: serde_json::Value,
+    #[serde(default, deserialize_with = "present")]
     currency: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     condition: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     payment_token: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     shipping_token: Option<String>,
+}
+
+/// A field that may be left out but, when present, is a string: `"condition": null` is a
+/// wrong type (400), not a silent default.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// Checks an `Idempotency-Key` header value: 1–255 visible ASCII characters.
@@ -243,6 +255,9 @@ mod tests {
             &OK.replace("\"ship_home\"", "\"\""),
             &OK.replace("tok_ok_4242", "tok with space"),
             &OK.replace("}", ",\"extra\":1}"),
+            &OK.replace("}", ",\"condition\":null}"),
+            &OK.replace("\"USD\"", "null"),
+            &OK.replace("\"tok_ok_4242\"", "null"),
         ] {
             let p = parse(bad).unwrap_err();
             assert_eq!(p.status, 400, "{bad}");
