@@ -1,5 +1,5 @@
-//! The bookbroker engine: one glommio executor pinned per core, each serving the customer
-//! API over HTTP/1.1 with hyper and fanning quote requests out to every seller over its own
+//! The bookbroker engine: one executor pinned per core (glommio or tokio, behind the seam
+//! in [`rt`]), each serving the customer API over HTTP/1.1 with hyper and fanning quote requests out to every seller over its own
 //! pooled connections. See `ARCHITECTURE.md` at the repository root for the map.
 #![warn(missing_docs)]
 
@@ -14,6 +14,7 @@ pub mod net;
 pub mod problem;
 pub mod purchase;
 pub mod quotes;
+pub mod rt;
 pub mod runtime;
 pub mod sellers;
 pub mod server;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
-use glommio::net::{TcpListener, TcpStream};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,9 +22,10 @@ use bookbroker_protocols::FxTable;
 use crate::auth::{ApiKeys, CustomerId};
 use crate::cache::QuoteCache;
 use crate::metrics::{Counter, Route, SellerOutcome};
-use crate::net::{CoreTimer, HyperIo};
+use crate::net::CoreTimer;
 use crate::problem::ApiProblem;
 use crate::quotes;
+use crate::rt::{self, HyperIo, TcpListener, TcpStream};
 use crate::runtime::Shared;
 use crate::sellers::{SellerClient, SellerError};
 use crate::signal::LocalSignal;
@@ -90,12 +90,12 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
                     continue;
                 }
                 let core = Rc::clone(&core);
-                glommio::spawn_local(async move { serve_connection(core, stream).await }).detach();
+                rt::spawn(async move { serve_connection(core, stream).await }).detach();
             }
             Either::Left((Err(e), _)) => {
                 // Typically EMFILE: back off briefly instead of spinning.
                 tracing::warn!(error = %e, core = core.index, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                rt::sleep(Duration::from_millis(10)).await;
             }
             Either::Right(_) => break,
         }
@@ -103,7 +103,7 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     drop(listener);
     let until = Instant::now() + grace;
     while core.open_connections.get() > 0 && Instant::now() < until {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        rt::sleep(Duration::from_millis(10)).await;
     }
     if core.open_connections.get() > 0 {
         tracing::warn!(
@@ -130,7 +130,7 @@ async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
         let core = Rc::clone(&svc_core);
         async move { Ok::<_, Infallible>(handle(&core, req).await) }
     });
-    let conn = builder.serve_connection(HyperIo::new(stream), service);
+    let conn = builder.serve_connection(HyperIo::from(stream), service);
     let mut conn = std::pin::pin!(conn);
     let result = match select(conn.as_mut(), core.shutdown.wait()).await {
         Either::Left((r, _)) => r,
@@ -355,8 +355,8 @@ pub fn problem(p: &ApiProblem) -> Response<Body> {
     r
 }
 
-/// Binds this core's listener (SO_REUSEPORT is set by glommio, so every core binds the
-/// same address).
+/// Binds this core's listener (with SO_REUSEPORT, so every core binds the same address,
+/// and SO_REUSEADDR, so a restart binds while old connections linger in TIME_WAIT).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(std::io::Error::from)
+    TcpListener::bind(addr)
 }

@@ -1,0 +1,328 @@
+//! Sockets on the current core's backend: listen and accept, connect with a timeout,
+//! TLS on a client connection, and hyper's I/O traits over all of them.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{current, Backend};
+
+/// Pending connections the kernel queues per listener.
+const BACKLOG: i32 = 1024;
+
+/// A listening socket of this core.
+pub enum TcpListener {
+    /// On glommio.
+    Glommio(::glommio::net::TcpListener),
+    /// On tokio.
+    Tokio(tokio::net::TcpListener),
+}
+
+impl TcpListener {
+    /// Binds `addr` for this core with `SO_REUSEPORT` (every core binds the same address
+    /// and the kernel spreads connections over them) and `SO_REUSEADDR` (a restart right
+    /// after a crash can bind while the old connections sit in TIME_WAIT). The socket is
+    /// built here, the same for every backend, and then handed to the backend.
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        match current() {
+            Backend::Glommio => {
+                let fd = socket.into_raw_fd();
+                // SAFETY: `fd` is a bound, listening TCP socket that we own and give
+                // away here; glommio takes ownership and closes it on drop. glommio
+                // accepts a ready socket only through FromRawFd.
+                let listener = unsafe { ::glommio::net::TcpListener::from_raw_fd(fd) };
+                Ok(TcpListener::Glommio(listener))
+            }
+            Backend::Epoll => {
+                socket.set_nonblocking(true)?;
+                let std: std::net::TcpListener = socket.into();
+                Ok(TcpListener::Tokio(tokio::net::TcpListener::from_std(std)?))
+            }
+        }
+    }
+
+    /// The next connection.
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        match self {
+            TcpListener::Glommio(l) => l
+                .accept()
+                .await
+                .map(TcpStream::Glommio)
+                .map_err(io::Error::from),
+            TcpListener::Tokio(l) => l.accept().await.map(|(s, _)| TcpStream::Tokio(s)),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            TcpListener::Glommio(l) => l.local_addr().map_err(io::Error::from),
+            TcpListener::Tokio(l) => l.local_addr(),
+        }
+    }
+}
+
+/// A TCP connection of this core. Implements the futures-io traits.
+pub enum TcpStream {
+    /// On glommio.
+    Glommio(::glommio::net::TcpStream),
+    /// On tokio.
+    Tokio(tokio::net::TcpStream),
+}
+
+/// Connects to `addr`, giving up after `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    match current() {
+        Backend::Glommio => ::glommio::net::TcpStream::connect_timeout(addr, timeout)
+            .await
+            .map(TcpStream::Glommio)
+            .map_err(io::Error::from),
+        Backend::Epoll => {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(r) => r.map(TcpStream::Tokio),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection timed out",
+                )),
+            }
+        }
+    }
+}
+
+impl TcpStream {
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match self {
+            TcpStream::Glommio(s) => s.set_nodelay(on).map_err(io::Error::from),
+            TcpStream::Tokio(s) => s.set_nodelay(on),
+        }
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TcpStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
+            TcpStream::Tokio(s) => {
+                let mut rb = tokio::io::ReadBuf::new(buf);
+                match tokio::io::AsyncRead::poll_read(Pin::new(s), cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TcpStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
+            TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TcpStream::Glommio(s) => Pin::new(s).poll_flush(cx),
+            TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TcpStream::Glommio(s) => Pin::new(s).poll_close(cx),
+            TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
+        }
+    }
+}
+
+/// A TLS client connection of this core.
+pub enum TlsStream {
+    /// futures-rustls over glommio.
+    Glommio(Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>),
+    /// tokio-rustls over tokio.
+    Tokio(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Runs the TLS handshake for `name` over `stream` with `config`.
+pub async fn tls_connect(
+    config: &Arc<rustls::ClientConfig>,
+    name: rustls_pki_types::ServerName<'static>,
+    stream: TcpStream,
+) -> io::Result<TlsStream> {
+    match stream {
+        TcpStream::Glommio(s) => futures_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, s)
+            .await
+            .map(|t| TlsStream::Glommio(Box::new(t))),
+        TcpStream::Tokio(s) => tokio_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, s)
+            .await
+            .map(|t| TlsStream::Tokio(Box::new(t))),
+    }
+}
+
+/// A connection (plain or TLS) as hyper reads and writes it.
+pub struct HyperIo(IoInner);
+
+enum IoInner {
+    Glommio(FuturesIo<::glommio::net::TcpStream>),
+    GlommioTls(FuturesIo<Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>>),
+    /// tokio's streams read into hyper's buffer directly (no scratch copy).
+    Tokio(TokioIo<tokio::net::TcpStream>),
+    TokioTls(TokioIo<Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>),
+}
+
+impl From<TcpStream> for HyperIo {
+    fn from(s: TcpStream) -> HyperIo {
+        HyperIo(match s {
+            TcpStream::Glommio(s) => IoInner::Glommio(FuturesIo(s)),
+            TcpStream::Tokio(s) => IoInner::Tokio(TokioIo::new(s)),
+        })
+    }
+}
+
+impl From<TlsStream> for HyperIo {
+    fn from(s: TlsStream) -> HyperIo {
+        HyperIo(match s {
+            TlsStream::Glommio(s) => IoInner::GlommioTls(FuturesIo(s)),
+            TlsStream::Tokio(s) => IoInner::TokioTls(TokioIo::new(s)),
+        })
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $io:ident => $body:expr) => {
+        match &mut $self.get_mut().0 {
+            IoInner::Glommio($io) => $body,
+            IoInner::GlommioTls($io) => $body,
+            IoInner::Tokio($io) => $body,
+            IoInner::TokioTls($io) => $body,
+        }
+    };
+}
+
+impl hyper::rt::Read for HyperIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self, io => hyper::rt::Read::poll_read(Pin::new(io), cx, buf))
+    }
+}
+
+impl hyper::rt::Write for HyperIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, io => hyper::rt::Write::poll_write(Pin::new(io), cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, io => hyper::rt::Write::poll_flush(Pin::new(io), cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, io => hyper::rt::Write::poll_shutdown(Pin::new(io), cx))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            IoInner::Tokio(io) => hyper::rt::Write::is_write_vectored(io),
+            IoInner::TokioTls(io) => hyper::rt::Write::is_write_vectored(io),
+            IoInner::Glommio(_) | IoInner::GlommioTls(_) => false,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, io => hyper::rt::Write::poll_write_vectored(Pin::new(io), cx, bufs))
+    }
+}
+
+/// hyper's I/O traits over a futures-io stream (glommio's, or TLS over it).
+struct FuturesIo<S>(S);
+
+thread_local! {
+    /// One scratch buffer per thread. futures-io reads want an initialized slice and
+    /// hyper hands out an uninitialized one; reading into this buffer and copying what
+    /// arrived costs a copy of the bytes read, where zeroing hyper's buffer on every read
+    /// would cost its whole length. One per thread suffices: a read never suspends while
+    /// holding it.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);
+}
+
+impl<S: AsyncRead + Unpin> hyper::rt::Read for FuturesIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let want = buf.remaining();
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let len = want.min(scratch.len());
+            let Some(dst) = scratch.get_mut(..len) else {
+                return Poll::Ready(Ok(()));
+            };
+            match Pin::new(&mut self.0).poll_read(cx, dst) {
+                Poll::Ready(Ok(n)) => {
+                    if let Some(got) = dst.get(..n) {
+                        buf.put_slice(got);
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    }
+}
+
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
