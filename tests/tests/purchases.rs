@@ -751,6 +751,7 @@ fn no_token_or_api_key_reaches_the_log_or_the_disk_in_clear() {
                 ("RUST_LOG".into(), "debug".into()),
                 ("BOOKBROKER_TOKEN_KEY".into(), token_key.clone()),
             ],
+            ..EngineOptions::default()
         },
     );
     let addr = engine.addr;

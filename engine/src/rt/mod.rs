@@ -112,7 +112,7 @@ pub struct Selection {
 pub enum RtError {
     /// The operator asked for an io_uring backend and the host refuses io_uring.
     #[error(
-        "server.runtime = \"{choice}\" needs io_uring, but {refusal}; use --runtime epoll \
+        "the {choice} runtime needs io_uring, but {refusal}; use --runtime epoll \
          (or auto, which falls back to epoll by itself)"
     )]
     IoUringRefused {

@@ -96,7 +96,12 @@ fn explain(err: std::io::Error, call: &str) -> IoUringRefusal {
         (libc::EPERM, _) => "seccomp? Docker's default profile refuses io_uring".to_string(),
         (libc::ENOSYS, _) => "a kernel without io_uring, or a seccomp profile".to_string(),
         (libc::EINVAL, _) => "a kernel too old for the ring flags needed".to_string(),
-        (libc::ENOMEM, _) => "the locked-memory limit, `ulimit -l`".to_string(),
+        (libc::ENOMEM, _) => format!(
+            "the locked-memory limit here is {} (`ulimit -l`): raise it with `ulimit -l \
+             unlimited`, LimitMEMLOCK=infinity in a systemd unit, or --ulimit memlock=-1 for \
+             Docker",
+            memlock_limit().map_or("unlimited".to_string(), |n| format!("{} KiB", n / 1024))
+        ),
         _ => String::new(),
     };
     let why = if cause.is_empty() {
