@@ -378,11 +378,14 @@ fn run_core(
                 core_state.shutdown.raise();
             })
         };
-        rt::spawn(purchase::serve_lane(Rc::clone(&core_state), inbox)).detach();
+        // Recovery registers every unfinished purchase as running before the lane can
+        // start a purchase: a purchase started first would be found unfinished and
+        // resumed a second time.
         let resumed = purchase::recover(&core_state);
         if resumed > 0 {
             tracing::info!(core, resumed, "resuming unfinished purchases");
         }
+        rt::spawn(purchase::serve_lane(Rc::clone(&core_state), inbox)).detach();
         rt::spawn(purchase::expire_loop(
             Rc::clone(&core_state),
             EXPIRY_SWEEP_EVERY,

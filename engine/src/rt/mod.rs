@@ -253,14 +253,30 @@ impl<T> Future for Task<T> {
     }
 }
 
-/// Spawns `future` as a local task of this core's executor.
+/// Spawns `future` as a local task of this core's executor. The new task first runs
+/// when the caller yields (at its next `await` that is not ready), on every backend:
+/// code between a spawn and the next `await` runs before the task does.
 pub fn spawn<F>(future: F) -> Task<F::Output>
 where
     F: Future + 'static,
     F::Output: 'static,
 {
     match current() {
-        Backend::Glommio => Task(Some(TaskInner::Glommio(::glommio::spawn_local(future)))),
+        Backend::Glommio => {
+            // glommio's spawn_local polls the new task at once, inside the caller, while
+            // tokio queues it. Scheduling it on the caller's own queue gives both the
+            // same order; otherwise a task could act before its spawner finished a step
+            // it relies on (start-up resumed a purchase a lane job had just started).
+            let queue = ::glommio::executor().current_task_queue();
+            match ::glommio::spawn_local_into(future, queue) {
+                Ok(task) => Task(Some(TaskInner::Glommio(task))),
+                Err(e) => {
+                    // The caller's own queue exists while it runs; this is unreachable.
+                    tracing::error!(error = %e, "cannot schedule a task on the current queue");
+                    Task(None)
+                }
+            }
+        }
         Backend::Epoll => Task(Some(TaskInner::Tokio(tokio::task::spawn_local(future)))),
     }
 }
@@ -343,6 +359,20 @@ mod tests {
                 assert_eq!(*ran.borrow(), vec!["detached"]);
                 assert_eq!(spawn_blocking(|| 3 + 4).await, 7);
                 yield_now().await;
+            })
+        });
+    }
+
+    #[test]
+    fn a_spawned_task_runs_only_once_its_spawner_yields() {
+        on_each_backend(|| {
+            Box::pin(async {
+                let order = Rc::new(RefCell::new(Vec::new()));
+                let o = Rc::clone(&order);
+                let task = spawn(async move { o.borrow_mut().push("task") });
+                order.borrow_mut().push("spawner");
+                task.await;
+                assert_eq!(*order.borrow(), vec!["spawner", "task"]);
             })
         });
     }
