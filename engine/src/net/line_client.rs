@@ -300,7 +300,11 @@ async fn run(
             })
             .await;
             std::mem::swap(&mut buf, &mut conn.outbox.borrow_mut());
+            // Flushed too: a backend's stream may buffer writes until asked to send.
             if let Err(e) = writer.write_all(&buf).await {
+                return NetError::Io(e);
+            }
+            if let Err(e) = writer.flush().await {
                 return NetError::Io(e);
             }
             buf.clear();
