@@ -135,7 +135,7 @@ impl Engine {
             config.server.cores
         };
         preflight(listen)?;
-        let selection = rt::select(config.server.runtime, cores)
+        let selection = rt::select(config.server.runtime)
             .map_err(|e| RuntimeError::Environment(e.to_string()))?;
         tracing::info!(
             runtime = selection.backend.name(),

@@ -40,7 +40,7 @@ where
 }
 
 /// This thread's CPU set, to give back to threads it starts.
-fn affinity() -> Option<Box<libc::cpu_set_t>> {
+pub(super) fn affinity() -> Option<Box<libc::cpu_set_t>> {
     // SAFETY: cpu_set_t is plain bits, all-zero is a valid (empty) set, and
     // sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into it.
     unsafe {
@@ -50,7 +50,7 @@ fn affinity() -> Option<Box<libc::cpu_set_t>> {
     }
 }
 
-fn restore(set: &libc::cpu_set_t) {
+pub(super) fn restore(set: &libc::cpu_set_t) {
     // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of a set we own.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
     if rc != 0 {
@@ -63,7 +63,7 @@ fn restore(set: &libc::cpu_set_t) {
 
 /// Pins this thread to `cpu`. The standard library and tokio have no affinity call, and
 /// this one libc call does not justify another crate.
-fn pin(cpu: usize) -> std::io::Result<()> {
+pub(super) fn pin(cpu: usize) -> std::io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(std::io::Error::other(format!("CPU {cpu} is out of range")));
     }

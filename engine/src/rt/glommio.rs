@@ -34,23 +34,6 @@ pub fn refusal() -> Option<IoUringRefusal> {
     }
 }
 
-/// Why `cores` glommio executors would run out of locked memory here, if they would.
-pub fn memlock_shortfall(cores: usize) -> Option<String> {
-    if probe::has_cap_ipc_lock() {
-        return None;
-    }
-    let limit = probe::memlock_limit()?;
-    let need = LOCKED_PER_EXECUTOR.saturating_mul(cores as u64);
-    (limit < need).then(|| {
-        format!(
-            "the locked-memory limit ({} KiB, `ulimit -l`) is below the {} KiB glommio needs \
-             for {cores} core(s)",
-            limit / 1024,
-            need / 1024
-        )
-    })
-}
-
 /// Builds a glommio executor pinned to `cpu` on this thread and runs `main` on it.
 pub fn run_core<F, Fut, T>(core: usize, cpu: usize, main: F) -> Result<T, RtError>
 where

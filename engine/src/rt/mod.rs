@@ -10,6 +10,8 @@
 //! per executor thread, so the rest of the engine never knows.
 //!
 //! Backends:
+//! * [`Backend::IoUring`]: compio, its ring set up so completions do not interrupt the
+//!   core (`DEFER_TASKRUN | SINGLE_ISSUER`, or `COOP_TASKRUN | TASKRUN_FLAG`).
 //! * [`Backend::Glommio`]: glommio's io_uring executor (the design's named runtime).
 //! * [`Backend::Epoll`]: one tokio current-thread runtime per core with a `LocalSet`,
 //!   for hosts that refuse io_uring (Docker's default seccomp profile, gVisor,
@@ -18,6 +20,7 @@
 //! Semantics are the same on every backend; in particular a [`Task`] handle cancels its
 //! task when dropped (tokio's own handle would detach it instead).
 
+mod compio;
 mod epoll;
 mod glommio;
 mod net;
@@ -35,6 +38,8 @@ pub use probe::{io_uring_refusal, IoUringRefusal};
 /// The executor implementations the engine can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// compio: io_uring with the ring set up as `setup` says.
+    IoUring(compio::RingSetup),
     /// glommio: io_uring, one executor per core.
     Glommio,
     /// tokio's current-thread runtime per core: epoll, runs where io_uring is refused.
@@ -45,11 +50,14 @@ impl Backend {
     /// The name used in logs, config and on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::IoUring(_) => "io_uring",
             Backend::Glommio => "glommio",
             Backend::Epoll => "epoll",
         }
     }
 }
+
+pub use compio::RingSetup;
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +72,7 @@ pub enum RuntimeChoice {
     /// io_uring when the host allows it, else epoll.
     #[default]
     Auto,
-    /// The io_uring backend (glommio today); fails when the host refuses io_uring.
+    /// The io_uring backend (compio); fails when the host refuses io_uring.
     IoUring,
     /// The epoll backend.
     Epoll,
@@ -127,15 +135,41 @@ pub enum RtError {
 }
 
 /// Picks the backend for `choice` on this host, running `cores` executors. `auto` takes
-/// the io_uring backend when io_uring works here (probed with a real `io_uring_setup`)
-/// and glommio's locked-memory needs are met, else epoll.
-pub fn select(choice: RuntimeChoice, cores: usize) -> Result<Selection, RtError> {
+/// the io_uring backend when io_uring works here with the ring flags it needs (probed
+/// with a real `io_uring_setup`), else epoll.
+pub fn select(choice: RuntimeChoice) -> Result<Selection, RtError> {
     match choice {
+        RuntimeChoice::IoUring => match compio::ring_setup() {
+            Ok(setup) => Ok(Selection {
+                backend: Backend::IoUring(setup),
+                why: format!(
+                    "io_uring was asked for and works here; rings set up with {}",
+                    setup.name()
+                ),
+            }),
+            Err(refusal) => Err(RtError::IoUringRefused {
+                choice: choice.name(),
+                refusal,
+            }),
+        },
+        RuntimeChoice::Auto => match compio::ring_setup() {
+            Ok(setup) => Ok(Selection {
+                backend: Backend::IoUring(setup),
+                why: format!(
+                    "io_uring works here; using io_uring with rings set up with {}",
+                    setup.name()
+                ),
+            }),
+            Err(refusal) => Ok(Selection {
+                backend: Backend::Epoll,
+                why: format!("{refusal}; using epoll"),
+            }),
+        },
         RuntimeChoice::Epoll => Ok(Selection {
             backend: Backend::Epoll,
             why: "epoll was asked for".into(),
         }),
-        RuntimeChoice::Glommio | RuntimeChoice::IoUring => {
+        RuntimeChoice::Glommio => {
             if let Some(refusal) = glommio::refusal() {
                 return Err(RtError::IoUringRefused {
                     choice: choice.name(),
@@ -145,24 +179,6 @@ pub fn select(choice: RuntimeChoice, cores: usize) -> Result<Selection, RtError>
             Ok(Selection {
                 backend: Backend::Glommio,
                 why: format!("{} was asked for and io_uring works here", choice.name()),
-            })
-        }
-        RuntimeChoice::Auto => {
-            if let Some(refusal) = glommio::refusal() {
-                return Ok(Selection {
-                    backend: Backend::Epoll,
-                    why: format!("{refusal}; using epoll"),
-                });
-            }
-            if let Some(short) = glommio::memlock_shortfall(cores) {
-                return Ok(Selection {
-                    backend: Backend::Epoll,
-                    why: format!("{short}; using epoll"),
-                });
-            }
-            Ok(Selection {
-                backend: Backend::Glommio,
-                why: "io_uring works here; using glommio".into(),
             })
         }
     }
@@ -191,6 +207,7 @@ where
 {
     CURRENT.with(|c| c.set(Some(backend)));
     let out = match backend {
+        Backend::IoUring(setup) => compio::run_core(core, cpu, setup, main),
         Backend::Glommio => glommio::run_core(core, cpu, main),
         Backend::Epoll => epoll::run_core(core, cpu, main),
     };
@@ -205,6 +222,7 @@ where
 pub struct Task<T>(Option<TaskInner<T>>);
 
 enum TaskInner<T> {
+    Compio(::compio::runtime::JoinHandle<T>),
     Glommio(::glommio::Task<T>),
     Tokio(tokio::task::JoinHandle<T>),
 }
@@ -213,6 +231,7 @@ impl<T> Task<T> {
     /// Lets the task run to its end without a handle.
     pub fn detach(mut self) {
         match self.0.take() {
+            Some(TaskInner::Compio(t)) => t.detach(),
             Some(TaskInner::Glommio(t)) => {
                 t.detach();
             }
@@ -237,6 +256,15 @@ impl<T> Future for Task<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         match &mut self.0 {
+            Some(TaskInner::Compio(t)) => match Pin::new(t).poll(cx) {
+                Poll::Ready(Ok(v)) => Poll::Ready(v),
+                Poll::Ready(Err(::compio::runtime::JoinError::Panicked(payload))) => {
+                    std::panic::resume_unwind(payload)
+                }
+                // Cancelled: as for tokio below.
+                Poll::Ready(Err(_)) => Poll::Pending,
+                Poll::Pending => Poll::Pending,
+            },
             Some(TaskInner::Glommio(t)) => Pin::new(t).poll(cx),
             Some(TaskInner::Tokio(h)) => match Pin::new(h).poll(cx) {
                 Poll::Ready(Ok(v)) => Poll::Ready(v),
@@ -262,6 +290,7 @@ where
     F::Output: 'static,
 {
     match current() {
+        Backend::IoUring(_) => Task(Some(TaskInner::Compio(::compio::runtime::spawn(future)))),
         Backend::Glommio => {
             // glommio's spawn_local polls the new task at once, inside the caller, while
             // tokio queues it. Scheduling it on the caller's own queue gives both the
@@ -285,6 +314,7 @@ where
 /// timeouts of the request path, `net::sleep` (one timer for all of them) is cheaper.
 pub async fn sleep(duration: Duration) {
     match current() {
+        Backend::IoUring(_) => ::compio::time::sleep(duration).await,
         Backend::Glommio => ::glommio::timer::sleep(duration).await,
         Backend::Epoll => tokio::time::sleep(duration).await,
     }
@@ -299,6 +329,14 @@ where
     R: Send + 'static,
 {
     match current() {
+        Backend::IoUring(_) => match ::compio::runtime::spawn_blocking(compio::unpinned(f)).await {
+            Ok(r) => r,
+            Err(::compio::runtime::JoinError::Panicked(payload)) => {
+                std::panic::resume_unwind(payload)
+            }
+            // Cancelled only when the runtime shuts down, after this core's work.
+            Err(_) => std::future::pending().await,
+        },
         Backend::Glommio => ::glommio::executor().spawn_blocking(f).await,
         Backend::Epoll => match tokio::task::spawn_blocking(f).await {
             Ok(r) => r,
@@ -315,6 +353,20 @@ where
 /// job).
 pub async fn yield_now() {
     match current() {
+        Backend::IoUring(_) => {
+            // compio has no yield of its own: wake ourselves and step aside once.
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await
+        }
         Backend::Glommio => ::glommio::executor().yield_task_queue_now().await,
         Backend::Epoll => tokio::task::yield_now().await,
     }
@@ -328,7 +380,10 @@ mod tests {
 
     fn on_each_backend(test: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
         let mut backends = vec![Backend::Epoll];
-        if glommio::refusal().is_none() && glommio::memlock_shortfall(1).is_none() {
+        if let Ok(setup) = compio::ring_setup() {
+            backends.push(Backend::IoUring(setup));
+        }
+        if glommio::refusal().is_none() {
             backends.push(Backend::Glommio);
         }
         for b in backends {
@@ -386,7 +441,7 @@ mod tests {
             );
         }
         assert_eq!(RuntimeChoice::parse("uring"), None);
-        let s = select(RuntimeChoice::Epoll, 1).unwrap();
+        let s = select(RuntimeChoice::Epoll).unwrap();
         assert_eq!(s.backend, Backend::Epoll);
     }
 }

@@ -19,8 +19,14 @@ use super::{current, Backend};
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 1024;
 
+/// A compio connection with futures-io's traits (compio's own are completion-based and
+/// own their buffers). Boxed and pinned: the adapter must not move.
+type CompioStream = Pin<Box<::compio::io::compat::AsyncStream<::compio::net::TcpStream>>>;
+
 /// A listening socket of this core.
 pub enum TcpListener {
+    /// On compio.
+    Compio(::compio::net::TcpListener),
     /// On glommio.
     Glommio(::glommio::net::TcpListener),
     /// On tokio.
@@ -39,6 +45,13 @@ impl TcpListener {
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         match current() {
+            Backend::IoUring(_) => {
+                socket.set_nonblocking(true)?;
+                let std: std::net::TcpListener = socket.into();
+                Ok(TcpListener::Compio(::compio::net::TcpListener::from_std(
+                    std,
+                )?))
+            }
             Backend::Glommio => {
                 let fd = socket.into_raw_fd();
                 // SAFETY: `fd` is a bound, listening TCP socket that we own and give
@@ -58,6 +71,10 @@ impl TcpListener {
     /// The next connection.
     pub async fn accept(&self) -> io::Result<TcpStream> {
         match self {
+            TcpListener::Compio(l) => {
+                let (s, _) = l.accept().await?;
+                Ok(TcpStream::compio(s))
+            }
             TcpListener::Glommio(l) => l
                 .accept()
                 .await
@@ -70,6 +87,7 @@ impl TcpListener {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
+            TcpListener::Compio(l) => l.local_addr(),
             TcpListener::Glommio(l) => l.local_addr().map_err(io::Error::from),
             TcpListener::Tokio(l) => l.local_addr(),
         }
@@ -78,6 +96,8 @@ impl TcpListener {
 
 /// A TCP connection of this core. Implements the futures-io traits.
 pub enum TcpStream {
+    /// On compio.
+    Compio(CompioStream),
     /// On glommio.
     Glommio(::glommio::net::TcpStream),
     /// On tokio.
@@ -87,6 +107,15 @@ pub enum TcpStream {
 /// Connects to `addr`, giving up after `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     match current() {
+        Backend::IoUring(_) => {
+            match ::compio::time::timeout(timeout, ::compio::net::TcpStream::connect(addr)).await {
+                Ok(r) => r.map(TcpStream::compio),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection timed out",
+                )),
+            }
+        }
         Backend::Glommio => ::glommio::net::TcpStream::connect_timeout(addr, timeout)
             .await
             .map(TcpStream::Glommio)
@@ -104,9 +133,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 }
 
 impl TcpStream {
+    fn compio(s: ::compio::net::TcpStream) -> TcpStream {
+        TcpStream::Compio(Box::pin(::compio::io::compat::AsyncStream::new(s)))
+    }
+
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
+            TcpStream::Compio(s) => s.get_ref().0.set_nodelay(on),
             TcpStream::Glommio(s) => s.set_nodelay(on).map_err(io::Error::from),
             TcpStream::Tokio(s) => s.set_nodelay(on),
         }
@@ -120,6 +154,7 @@ impl AsyncRead for TcpStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            TcpStream::Compio(s) => s.as_mut().poll_read(cx, buf),
             TcpStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
             TcpStream::Tokio(s) => {
                 let mut rb = tokio::io::ReadBuf::new(buf);
@@ -140,6 +175,7 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            TcpStream::Compio(s) => s.as_mut().poll_write(cx, buf),
             TcpStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
             TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
         }
@@ -147,6 +183,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            TcpStream::Compio(s) => s.as_mut().poll_flush(cx),
             TcpStream::Glommio(s) => Pin::new(s).poll_flush(cx),
             TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
         }
@@ -154,6 +191,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            TcpStream::Compio(s) => s.as_mut().poll_close(cx),
             TcpStream::Glommio(s) => Pin::new(s).poll_close(cx),
             TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
         }
@@ -162,6 +200,8 @@ impl AsyncWrite for TcpStream {
 
 /// A TLS client connection of this core.
 pub enum TlsStream {
+    /// futures-rustls over compio.
+    Compio(Box<futures_rustls::client::TlsStream<CompioStream>>),
     /// futures-rustls over glommio.
     Glommio(Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>),
     /// tokio-rustls over tokio.
@@ -175,6 +215,10 @@ pub async fn tls_connect(
     stream: TcpStream,
 ) -> io::Result<TlsStream> {
     match stream {
+        TcpStream::Compio(s) => futures_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, s)
+            .await
+            .map(|t| TlsStream::Compio(Box::new(t))),
         TcpStream::Glommio(s) => futures_rustls::TlsConnector::from(Arc::clone(config))
             .connect(name, s)
             .await
@@ -190,6 +234,8 @@ pub async fn tls_connect(
 pub struct HyperIo(IoInner);
 
 enum IoInner {
+    Compio(FuturesIo<CompioStream>),
+    CompioTls(FuturesIo<Box<futures_rustls::client::TlsStream<CompioStream>>>),
     Glommio(FuturesIo<::glommio::net::TcpStream>),
     GlommioTls(FuturesIo<Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>>),
     /// tokio's streams read into hyper's buffer directly (no scratch copy).
@@ -200,6 +246,7 @@ enum IoInner {
 impl From<TcpStream> for HyperIo {
     fn from(s: TcpStream) -> HyperIo {
         HyperIo(match s {
+            TcpStream::Compio(s) => IoInner::Compio(FuturesIo(s)),
             TcpStream::Glommio(s) => IoInner::Glommio(FuturesIo(s)),
             TcpStream::Tokio(s) => IoInner::Tokio(TokioIo::new(s)),
         })
@@ -209,6 +256,7 @@ impl From<TcpStream> for HyperIo {
 impl From<TlsStream> for HyperIo {
     fn from(s: TlsStream) -> HyperIo {
         HyperIo(match s {
+            TlsStream::Compio(s) => IoInner::CompioTls(FuturesIo(s)),
             TlsStream::Glommio(s) => IoInner::GlommioTls(FuturesIo(s)),
             TlsStream::Tokio(s) => IoInner::TokioTls(TokioIo::new(s)),
         })
@@ -218,6 +266,8 @@ impl From<TlsStream> for HyperIo {
 macro_rules! each {
     ($self:expr, $io:ident => $body:expr) => {
         match &mut $self.get_mut().0 {
+            IoInner::Compio($io) => $body,
+            IoInner::CompioTls($io) => $body,
             IoInner::Glommio($io) => $body,
             IoInner::GlommioTls($io) => $body,
             IoInner::Tokio($io) => $body,
@@ -257,7 +307,10 @@ impl hyper::rt::Write for HyperIo {
         match &self.0 {
             IoInner::Tokio(io) => hyper::rt::Write::is_write_vectored(io),
             IoInner::TokioTls(io) => hyper::rt::Write::is_write_vectored(io),
-            IoInner::Glommio(_) | IoInner::GlommioTls(_) => false,
+            IoInner::Compio(_)
+            | IoInner::CompioTls(_)
+            | IoInner::Glommio(_)
+            | IoInner::GlommioTls(_) => false,
         }
     }
 

@@ -127,20 +127,6 @@ pub fn memlock_limit() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
-/// Whether this process may lock memory beyond its limit (`CAP_IPC_LOCK` in its
-/// effective set), as root usually may.
-pub fn has_cap_ipc_lock() -> bool {
-    const CAP_IPC_LOCK: u32 = 14;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
-}
-
 /// The running kernel's (major, minor) version.
 pub fn kernel_version() -> Option<(u32, u32)> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
