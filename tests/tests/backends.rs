@@ -172,3 +172,4 @@ macro_rules! smoke {
 
 smoke!(epoll);
 smoke!(glommio);
+smoke!(io_uring);
