@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::io::{AsyncRead, AsyncWrite};
+use futures_util::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -234,7 +234,9 @@ pub async fn tls_connect(
 pub struct HyperIo(IoInner);
 
 enum IoInner {
-    Compio(FuturesIo<CompioStream>),
+    /// compio's compat stream buffers what it receives: hyper copies from that buffer
+    /// directly (no scratch copy).
+    Compio(BufferedIo<CompioStream>),
     CompioTls(FuturesIo<Box<futures_rustls::client::TlsStream<CompioStream>>>),
     Glommio(FuturesIo<::glommio::net::TcpStream>),
     GlommioTls(FuturesIo<Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>>),
@@ -246,7 +248,7 @@ enum IoInner {
 impl From<TcpStream> for HyperIo {
     fn from(s: TcpStream) -> HyperIo {
         HyperIo(match s {
-            TcpStream::Compio(s) => IoInner::Compio(FuturesIo(s)),
+            TcpStream::Compio(s) => IoInner::Compio(BufferedIo(s)),
             TcpStream::Glommio(s) => IoInner::Glommio(FuturesIo(s)),
             TcpStream::Tokio(s) => IoInner::Tokio(TokioIo::new(s)),
         })
@@ -323,7 +325,52 @@ impl hyper::rt::Write for HyperIo {
     }
 }
 
-/// hyper's I/O traits over a futures-io stream (glommio's, or TLS over it).
+/// hyper's I/O traits over a buffered futures-io stream: reads copy from the stream's
+/// own buffer into hyper's.
+struct BufferedIo<S>(S);
+
+impl<S: AsyncBufRead + Unpin> hyper::rt::Read for BufferedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = &mut self.0;
+        let taken = match Pin::new(&mut *stream).poll_fill_buf(cx) {
+            Poll::Ready(Ok(data)) => {
+                let n = data.len().min(buf.remaining());
+                if let Some(got) = data.get(..n) {
+                    buf.put_slice(got);
+                }
+                n
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        Pin::new(stream).consume(taken);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for BufferedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// hyper's I/O traits over a futures-io stream (glommio's, or TLS over one).
 struct FuturesIo<S>(S);
 
 thread_local! {
