@@ -134,9 +134,11 @@ pub enum RtError {
     Executor(String),
 }
 
-/// Picks the backend for `choice` on this host, running `cores` executors. `auto` takes
-/// the io_uring backend when io_uring works here with the ring flags it needs (probed
-/// with a real `io_uring_setup`), else epoll.
+/// Picks the backend for `choice` on this host. `auto` takes the io_uring backend when
+/// io_uring works here with the ring flags it needs (probed with a real
+/// `io_uring_setup`), else epoll; a kernel that knows neither `DEFER_TASKRUN` nor
+/// `COOP_TASKRUN` (before 5.19) gets epoll too, rather than rings that interrupt the
+/// core on every completion.
 pub fn select(choice: RuntimeChoice) -> Result<Selection, RtError> {
     match choice {
         RuntimeChoice::IoUring => match compio::ring_setup() {
