@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// Time a client has to send a request body once its headers arrived; a slower
     /// body is answered `408` and releases its in-flight slot.
     pub body_timeout_ms: u64,
+    /// The executor backend: `auto` (io_uring when the host allows it, else epoll),
+    /// `io_uring`, `epoll` or `glommio`.
+    pub runtime: crate::rt::RuntimeChoice,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             max_in_flight_per_core: 4096,
             body_timeout_ms: 10_000,
+            runtime: crate::rt::RuntimeChoice::Auto,
         }
     }
 }
@@ -860,6 +864,21 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
         );
         let text = EXAMPLE.replace("currency = \"GBP\"", "currency = \"JPY\"");
         assert!(fields(&text).iter().any(|x| x == "sellers[1].currency"));
+    }
+
+    #[test]
+    fn the_runtime_is_one_of_four_names() {
+        for name in crate::rt::RuntimeChoice::NAMES {
+            let c = Config::from_toml_str(&format!("[server]\nruntime = \"{name}\"\n")).unwrap();
+            assert_eq!(c.server.runtime.name(), name);
+        }
+        assert_eq!(
+            Config::from_toml_str("").unwrap().server.runtime,
+            crate::rt::RuntimeChoice::Auto
+        );
+        let e = Config::from_toml_str("[server]\nruntime = \"uring\"\n").unwrap_err();
+        assert!(e.to_string().contains("runtime"), "{e}");
+        assert!(e.to_string().contains("io_uring"), "{e}");
     }
 
     #[test]

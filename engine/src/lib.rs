@@ -1,6 +1,7 @@
-//! The bookbroker engine: one glommio executor pinned per core, each serving the customer
-//! API over HTTP/1.1 with hyper and fanning quote requests out to every seller over its own
-//! pooled connections. See `ARCHITECTURE.md` at the repository root for the map.
+//! The bookbroker engine: one executor pinned per core (compio, tokio or glommio, behind
+//! the seam in [`rt`]), each serving the customer API over HTTP/1.1 with hyper and fanning
+//! quote requests out to every seller over its own pooled connections. See
+//! `ARCHITECTURE.md` at the repository root for the map.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod problem;
 pub mod purchase;
 pub mod quotes;
+pub mod rt;
 pub mod runtime;
 pub mod sellers;
 pub mod server;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use bookbroker_engine::config::Config;
 use bookbroker_engine::demo::Demo;
+use bookbroker_engine::rt::RuntimeChoice;
 use bookbroker_engine::runtime::{apply_overrides, Engine, Overrides};
 
 #[global_allocator]
@@ -37,12 +38,18 @@ enum Command {
         /// Data directory, overriding `server.data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Executor backend, overriding `server.runtime`: auto, io_uring, epoll or glommio.
+        #[arg(long, value_parser = parse_runtime)]
+        runtime: Option<RuntimeChoice>,
     },
     /// Run the embedded demo: simulated sellers and payment provider in-process.
     Demo {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Executor backend: auto, io_uring, epoll or glommio.
+        #[arg(long, value_parser = parse_runtime)]
+        runtime: Option<RuntimeChoice>,
     },
     /// Validate a config file, print every problem, exit non-zero if any.
     CheckConfig {
@@ -60,15 +67,17 @@ fn main() -> ExitCode {
             listen,
             cores,
             data_dir,
+            runtime,
         } => serve(
             config,
             Overrides {
                 listen,
                 cores,
                 data_dir,
+                runtime,
             },
         ),
-        Command::Demo { listen } => demo(listen),
+        Command::Demo { listen, runtime } => demo(listen, runtime),
         Command::CheckConfig { file } => return check_config(&file),
     };
     match result {
@@ -78,6 +87,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_runtime(name: &str) -> Result<RuntimeChoice, String> {
+    RuntimeChoice::parse(name).ok_or_else(|| {
+        format!(
+            "{name:?} is not a runtime; choose one of {}",
+            RuntimeChoice::NAMES.join(", ")
+        )
+    })
 }
 
 fn init_logging() {
@@ -102,7 +120,12 @@ fn serve(path: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let engine = Engine::start(config)?;
-    tracing::info!(listen = %engine.listen(), cores = engine.cores(), "bookbroker serving");
+    tracing::info!(
+        listen = %engine.listen(),
+        cores = engine.cores(),
+        runtime = engine.backend().name(),
+        "bookbroker serving"
+    );
     install_signal_handler(engine.stopper())?;
     engine.wait()?;
     tracing::info!("bookbroker stopped");
@@ -133,9 +156,13 @@ fn install_signal_handler(stop: impl Fn() + Send + Sync + 'static) -> anyhow::Re
     Ok(())
 }
 
-fn demo(listen: String) -> anyhow::Result<()> {
+fn demo(listen: String, runtime: Option<RuntimeChoice>) -> anyhow::Result<()> {
     let demo = Demo::start(&listen)?;
-    let engine = Engine::start(demo.config.clone())?;
+    let mut config = demo.config.clone();
+    if let Some(r) = runtime {
+        config.server.runtime = r;
+    }
+    let engine = Engine::start(config)?;
     println!("{}", demo.instructions(&listen));
     install_signal_handler(engine.stopper())?;
     let result = engine.wait();

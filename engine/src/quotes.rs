@@ -319,7 +319,7 @@ async fn retry(
     core.shared
         .metrics
         .inc_counter(core.index, Counter::Retries);
-    glommio::timer::sleep(backoff).await;
+    crate::rt::sleep(backoff).await;
     let left = until.saturating_duration_since(Instant::now());
     seller.quote(query, left, 1).await
 }

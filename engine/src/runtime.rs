@@ -1,17 +1,15 @@
-//! Starting and stopping the engine: one thread per core, each running a glommio
-//! executor pinned to its CPU, plus a signal thread that turns SIGINT/SIGTERM into a
-//! graceful shutdown.
+//! Starting and stopping the engine: one thread per core, each running an executor
+//! (from the seam in [`crate::rt`]) pinned to its CPU, plus a signal thread that turns
+//! SIGINT/SIGTERM into a graceful shutdown.
 //!
-//! Start-up failures are reported with what to change: io_uring refused, locked memory
-//! too low, the address in use, a seller endpoint that cannot be set up.
+//! Start-up failures are reported with what to change: a backend the host cannot run,
+//! the address in use, a seller endpoint that cannot be set up.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::ApiKeys;
 use crate::cache::QuoteCache;
@@ -23,16 +21,13 @@ use crate::purchase::durable::GroupCommit;
 use crate::purchase::lane::{LaneReceiver, Lanes};
 use crate::purchase::secrets::TokenCipher;
 use crate::purchase::world::{CustomerCounts, Purchases, ShardOwner};
+use crate::rt::{self, Backend};
 use crate::sellers::SellerClient;
 use crate::server::{self, Core};
 use crate::signal::LocalSignal;
 use bookbroker_storage::DataDir;
 use std::cell::RefCell;
 use std::collections::HashMap;
-
-/// Memory each executor registers with io_uring. The engine does no file I/O through
-/// glommio (RocksDB has its own), so a small amount keeps the locked-memory need low.
-pub const IO_MEMORY_PER_EXECUTOR: usize = 512 << 10;
 
 /// Most (seller, query) keys one core's quote cache holds.
 pub const CACHE_MAX_ENTRIES: usize = 200_000;
@@ -46,6 +41,8 @@ pub struct Shared {
     pub listen: SocketAddr,
     /// Number of cores serving.
     pub cores: usize,
+    /// The executor backend every core runs.
+    pub backend: Backend,
     /// Metrics, one slot per core.
     pub metrics: Arc<Metrics>,
     /// Set once when the process should stop.
@@ -96,6 +93,8 @@ pub struct Overrides {
     pub cores: Option<usize>,
     /// `--data-dir`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// `--runtime`.
+    pub runtime: Option<rt::RuntimeChoice>,
 }
 
 /// A started engine: wait for it with [`Engine::wait`], stop it with [`Engine::stop`].
@@ -115,6 +114,9 @@ pub fn apply_overrides(mut config: Config, o: &Overrides) -> Config {
     if let Some(d) = &o.data_dir {
         config.server.data_dir = d.clone();
     }
+    if let Some(r) = o.runtime {
+        config.server.runtime = r;
+    }
     config
 }
 
@@ -132,7 +134,14 @@ impl Engine {
         } else {
             config.server.cores
         };
-        preflight(listen, cores)?;
+        preflight(listen)?;
+        let selection = rt::select(config.server.runtime)
+            .map_err(|e| RuntimeError::Environment(e.to_string()))?;
+        tracing::info!(
+            runtime = selection.backend.name(),
+            "executor backend: {}",
+            selection.why
+        );
         let names: Vec<String> = config.sellers.iter().map(|s| s.name.clone()).collect();
         let shards_if_new = if config.storage.shards == 0 {
             cores as u32
@@ -149,6 +158,7 @@ impl Engine {
             config,
             listen,
             cores,
+            backend: selection.backend,
             metrics: Metrics::new(cores, &names),
             shutdown: AtomicBool::new(false),
             lanes,
@@ -164,7 +174,19 @@ impl Engine {
             let cpu = core % online;
             let handle = std::thread::Builder::new()
                 .name(format!("bookbroker-core-{core}"))
-                .spawn(move || run_core(core, cpu, shared, inbox, ready))
+                .spawn(move || {
+                    // A panic inside a core (a bug, or an executor that cannot cope with
+                    // the host) must not leave start-up waiting for a ready signal.
+                    let panicked = ready.clone();
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_core(core, cpu, shared, inbox, ready)
+                    }))
+                    .unwrap_or_else(|_| {
+                        let why = "the core's thread panicked".to_string();
+                        let _ = panicked.send((core, Err(why.clone())));
+                        Err(why)
+                    })
+                })
                 .map_err(|e| RuntimeError::Environment(format!("cannot start a thread: {e}")))?;
             threads.push(handle);
         }
@@ -199,6 +221,11 @@ impl Engine {
         self.shared.cores
     }
 
+    /// The executor backend the cores run.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
     /// Asks every core to stop accepting and drain.
     pub fn stop(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -227,21 +254,10 @@ impl Engine {
 }
 
 /// Checks what can be checked before any executor starts, so the common mistakes get a
-/// clear message instead of an errno from deep inside io_uring.
-fn preflight(listen: SocketAddr, cores: usize) -> Result<(), RuntimeError> {
-    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim() == "2")
-        .unwrap_or(false)
-    {
-        return Err(RuntimeError::Environment(
-            "io_uring is disabled on this host (/proc/sys/kernel/io_uring_disabled = 2); \
-             bookbroker's executors need it: run `sysctl kernel.io_uring_disabled=0`"
-                .into(),
-        ));
-    }
-    check_address_free(listen)?;
-    let _ = cores;
-    Ok(())
+/// clear message instead of an errno from deep inside an executor. (Whether the host
+/// allows io_uring is the seam's question: [`rt::select`].)
+fn preflight(listen: SocketAddr) -> Result<(), RuntimeError> {
+    check_address_free(listen)
 }
 
 /// How long start-up waits for a listen address in use to be released before it reports
@@ -306,55 +322,6 @@ fn check_address_free(listen: SocketAddr) -> Result<(), RuntimeError> {
     }
 }
 
-/// The locked-memory limit, for messages.
-fn memlock_limit() -> String {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own and has no other effect.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    if lim.rlim_cur == libc::RLIM_INFINITY {
-        "unlimited".into()
-    } else {
-        format!("{} KiB", lim.rlim_cur / 1024)
-    }
-}
-
-fn executor_error_hint(e: &dyn std::fmt::Display) -> String {
-    let text = e.to_string();
-    let memlock = format!(
-        "each executor locks about {} KiB of memory for io_uring and the locked-memory \
-         limit here is {} (`ulimit -l`): raise it with `ulimit -l unlimited` (or at least \
-         {} KiB per core), LimitMEMLOCK=infinity in a systemd unit, or --ulimit memlock=-1 \
-         for Docker",
-        IO_MEMORY_PER_EXECUTOR / 1024 + 256,
-        memlock_limit(),
-        IO_MEMORY_PER_EXECUTOR / 1024 + 256,
-    );
-    let io_uring = "the engine needs io_uring: Linux 5.8 or later, \
-         /proc/sys/kernel/io_uring_disabled = 0, and no seccomp profile blocking it (Docker \
-         needs --security-opt seccomp=unconfined)";
-    let hint = if text.contains("MemLock")
-        || text.contains("ENOMEM")
-        || text.contains("Cannot allocate memory")
-    {
-        memlock
-    } else if text.contains("ENOSYS")
-        || text.contains("not implemented")
-        || text.contains("EPERM")
-        || text.contains("Operation not permitted")
-    {
-        io_uring.to_string()
-    } else {
-        format!("{io_uring}; and {memlock}")
-    };
-    format!("cannot start a glommio executor ({text}): {hint}")
-}
-
 /// How often each core looks for expired purchases.
 pub const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -396,19 +363,9 @@ fn run_core(
     inbox: LaneReceiver,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
 ) -> Result<(), String> {
-    let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name(&format!("core{core}"))
-        .io_memory(IO_MEMORY_PER_EXECUTOR)
-        .make();
-    let executor = match executor {
-        Ok(ex) => ex,
-        Err(e) => {
-            let why = executor_error_hint(&e);
-            let _ = ready.send((core, Err(why.clone())));
-            return Err(why);
-        }
-    };
-    executor.run(async move {
+    let backend = shared.backend;
+    let failed = ready.clone();
+    let ran = rt::run_core(backend, core, cpu, move || async move {
         CoreTimer::start_driver();
         let setup = (|| -> Result<Rc<Core>, String> {
             let sellers = shared
@@ -460,19 +417,22 @@ fn run_core(
         // Watch the process-wide flag and turn it into this core's local signal.
         let watcher = {
             let core_state = Rc::clone(&core_state);
-            glommio::spawn_local(async move {
+            rt::spawn(async move {
                 while !core_state.shared.shutdown.load(Ordering::Relaxed) {
-                    glommio::timer::sleep(Duration::from_millis(25)).await;
+                    rt::sleep(Duration::from_millis(25)).await;
                 }
                 core_state.shutdown.raise();
             })
         };
-        glommio::spawn_local(purchase::serve_lane(Rc::clone(&core_state), inbox)).detach();
+        // Recovery registers every unfinished purchase as running before the lane can
+        // start a purchase: a purchase started first would be found unfinished and
+        // resumed a second time.
         let resumed = purchase::recover(&core_state);
         if resumed > 0 {
             tracing::info!(core, resumed, "resuming unfinished purchases");
         }
-        glommio::spawn_local(purchase::expire_loop(
+        rt::spawn(purchase::serve_lane(Rc::clone(&core_state), inbox)).detach();
+        rt::spawn(purchase::expire_loop(
             Rc::clone(&core_state),
             EXPIRY_SWEEP_EVERY,
         ))
@@ -481,5 +441,13 @@ fn run_core(
         server::serve(Rc::clone(&core_state), listener).await;
         drop(watcher);
         Ok(())
-    })
+    });
+    match ran {
+        Ok(result) => result,
+        Err(e) => {
+            let why = e.to_string();
+            let _ = failed.send((core, Err(why.clone())));
+            Err(why)
+        }
+    }
 }

@@ -5,7 +5,6 @@
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,21 +12,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
-use glommio::net::{TcpListener, TcpStream};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use bookbroker_protocols::FxTable;
 
 use crate::auth::{ApiKeys, CustomerId};
 use crate::cache::QuoteCache;
 use crate::metrics::{Counter, Route, SellerOutcome};
-use crate::net::{CoreTimer, HyperIo};
+use crate::net::CoreTimer;
 use crate::problem::ApiProblem;
 use crate::quotes;
+use crate::rt::{self, HyperIo, TcpListener, TcpStream};
 use crate::runtime::Shared;
 use crate::sellers::{SellerClient, SellerError};
 use crate::signal::LocalSignal;
@@ -92,12 +90,12 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
                     continue;
                 }
                 let core = Rc::clone(&core);
-                glommio::spawn_local(async move { serve_connection(core, stream).await }).detach();
+                rt::spawn(async move { serve_connection(core, stream).await }).detach();
             }
             Either::Left((Err(e), _)) => {
                 // Typically EMFILE: back off briefly instead of spinning.
                 tracing::warn!(error = %e, core = core.index, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                rt::sleep(Duration::from_millis(10)).await;
             }
             Either::Right(_) => break,
         }
@@ -105,7 +103,7 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     drop(listener);
     let until = Instant::now() + grace;
     while core.open_connections.get() > 0 && Instant::now() < until {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        rt::sleep(Duration::from_millis(10)).await;
     }
     if core.open_connections.get() > 0 {
         tracing::warn!(
@@ -132,7 +130,7 @@ async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
         let core = Rc::clone(&svc_core);
         async move { Ok::<_, Infallible>(handle(&core, req).await) }
     });
-    let conn = builder.serve_connection(HyperIo::new(stream), service);
+    let conn = builder.serve_connection(HyperIo::from(stream), service);
     let mut conn = std::pin::pin!(conn);
     let result = match select(conn.as_mut(), core.shutdown.wait()).await {
         Either::Left((r, _)) => r,
@@ -357,29 +355,9 @@ pub fn problem(p: &ApiProblem) -> Response<Body> {
     r
 }
 
-/// Connections the kernel queues for one core's listener before `accept` takes them.
-pub const LISTEN_BACKLOG: i32 = 1024;
-
-/// Binds this core's listener with `SO_REUSEPORT` (every core binds the same address and
-/// the kernel spreads connections over them) and `SO_REUSEADDR`.
-///
-/// `SO_REUSEADDR` is what lets the engine restart on its address at once. Accepted
-/// connections inherit the listener's options, and the ones closed on the engine's side
-/// first (all of them after a crash or a stop under keep-alive load) linger in TIME_WAIT
-/// on this port for a minute. Linux lets a new socket bind next to a TIME_WAIT entry when both have
-/// `SO_REUSEADDR` (or both `SO_REUSEPORT`); the start-up check binds with `SO_REUSEADDR`
-/// only (see `runtime::preflight`), so without it here every restart would be refused
-/// as "address in use" until those entries expire. It never lets two listeners share
-/// the port: a listening socket always conflicts unless both sides use `SO_REUSEPORT`.
-///
-/// Must be called on the executor that will accept on the listener.
+/// Binds this core's listener (with SO_REUSEPORT, so every core binds the same address,
+/// and SO_REUSEADDR, so a restart binds while old connections linger in TIME_WAIT; see
+/// `rt::net::TcpListener::bind` for why both).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    // SAFETY: the descriptor is a bound, listening TCP socket that `into_raw_fd` hands
-    // over, so the glommio listener becomes its only owner (and closes it on drop).
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    TcpListener::bind(addr)
 }

@@ -366,6 +366,37 @@ pub struct EngineOptions {
     /// The address to listen on; `None` picks a free loopback port. A restart passes the
     /// address of the engine it replaces, as a service manager would.
     pub listen: Option<SocketAddr>,
+    /// `--runtime` (`auto`, `io_uring`, `epoll` or `glommio`). `None` passes the one
+    /// named by the environment variable [`RUNTIME_VAR`] when it is set (so the whole
+    /// suite can run on another backend), and otherwise none: the config's (`auto`).
+    pub runtime: Option<String>,
+    /// A command that runs the engine for us: the engine's path and arguments are
+    /// appended to it, and it must end by exec'ing them (e.g. [`bin`]`("no-io-uring")`,
+    /// or `sh -c '... exec "$@"' sh`). Empty runs the engine directly.
+    pub wrapper: Vec<std::ffi::OsString>,
+}
+
+/// The environment variable that picks the executor backend of every engine the tests
+/// start without choosing one (`BOOKBROKER_TEST_RUNTIME=epoll cargo test`).
+pub const RUNTIME_VAR: &str = "BOOKBROKER_TEST_RUNTIME";
+
+/// `text` without ANSI colour sequences (the engine's log colours its fields).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A running engine.
@@ -435,7 +466,14 @@ impl Engine {
             .data_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
-        let mut command = Command::new(bin("bookbroker"));
+        let mut command = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("bookbroker"));
+                c
+            }
+            None => Command::new(bin("bookbroker")),
+        };
         command
             .arg("serve")
             .arg("--config")
@@ -448,6 +486,13 @@ impl Engine {
             .arg(&data_dir)
             .stdout(out)
             .stderr(err);
+        let runtime = opts
+            .runtime
+            .clone()
+            .or_else(|| std::env::var(RUNTIME_VAR).ok().filter(|r| !r.is_empty()));
+        if let Some(runtime) = runtime {
+            command.arg("--runtime").arg(runtime);
+        }
         for (name, value) in &opts.env {
             command.env(name, value);
         }
@@ -491,6 +536,25 @@ impl Engine {
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log so far, without colours.
+    pub fn log_plain(&self) -> String {
+        strip_ansi(&self.log_text())
+    }
+
+    /// The executor backend the engine chose (from the line it logs before its cores
+    /// start).
+    pub fn backend(&self) -> Option<String> {
+        let log = self.log_plain();
+        let line = log.lines().find(|l| l.contains("executor backend:"))?;
+        let rest = line.split("runtime=").nth(1)?;
+        Some(
+            rest.trim_start_matches('"')
+                .split(['"', ' '])
+                .next()?
+                .to_string(),
+        )
     }
 
     /// A new client connection.

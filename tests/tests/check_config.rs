@@ -81,3 +81,32 @@ api_key_sha256 = "not-hex"
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn check_config_knows_the_runtime_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    for good in ["auto", "io_uring", "epoll", "glommio"] {
+        std::fs::write(&path, format!("[server]\nruntime = \"{good}\"\n")).unwrap();
+        let out = Command::new(bin("bookbroker"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        // No sellers, so not a whole config; but nothing about the runtime.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("sellers") && !err.contains("runtime"),
+            "{good}: {err}"
+        );
+    }
+    std::fs::write(&path, "[server]\nruntime = \"uring\"\n").unwrap();
+    let out = Command::new(bin("bookbroker"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runtime") && err.contains("epoll"), "{err}");
+}

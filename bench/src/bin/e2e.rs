@@ -39,6 +39,8 @@ struct Ctx {
     quick: bool,
     clk_tck: f64,
     runs: usize,
+    /// `--runtime=NAME`: the engine's executor backend; `None` leaves its default.
+    runtime: Option<String>,
 }
 
 impl Ctx {
@@ -133,6 +135,7 @@ fn start_engine(ctx: &Ctx, sim: &Sim, extra: &str, cores: usize, cpus: &str) -> 
         .args(["-c", cpus])
         .arg(ctx.bin.join("bookbroker"))
         .args(["serve", "--cores", &cores.to_string(), "--listen", &addr])
+        .args(ctx.runtime.iter().flat_map(|r| ["--runtime", r.as_str()]))
         .arg("--data-dir")
         .arg(data.path().join("data"))
         .arg("--config")
@@ -932,6 +935,10 @@ fn main() -> Result<()> {
         quick,
         clk_tck: if clk_tck > 0.0 { clk_tck } else { 100.0 },
         runs: if quick { 1 } else { 3 },
+        runtime: args
+            .iter()
+            .find_map(|a| a.strip_prefix("--runtime="))
+            .map(str::to_string),
     };
     std::fs::create_dir_all(&ctx.out)?;
     let scenario = std::fs::read_to_string(ctx.root.join("bench/scenarios/fanout5.toml"))?;
@@ -939,8 +946,11 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut report = String::new();
     report.push_str(&format!(
-        "Produced by `bench/e2e{}` on {} ({} CPUs){}.\n\n",
+        "Produced by `bench/e2e{}{}` on {} ({} CPUs){}.\n\n",
         if quick { " --quick" } else { "" },
+        ctx.runtime
+            .as_deref()
+            .map_or(String::new(), |r| format!(" --runtime={r}")),
         chrono_like_now(),
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -1,6 +1,6 @@
 //! One seller's HTTP(S) connections on one core.
 //!
-//! Connections are hyper HTTP/1.1 client connections over glommio sockets, kept alive
+//! Connections are hyper HTTP/1.1 client connections over the core's sockets, kept alive
 //! and reused through an idle list per endpoint. Two ways to use them:
 //!
 //! * [`HttpPool::send`] (quotes): each exchange runs in a task of its own, so a caller that
@@ -30,7 +30,8 @@ use hyper::client::conn::http1::SendRequest;
 
 use bookbroker_protocols::http::{HttpRequest, Reply};
 
-use super::{with_timeout, Endpoint, HyperIo, NetError, Scheme};
+use super::{with_timeout, Endpoint, NetError, Scheme};
+use crate::rt::{self, HyperIo};
 
 /// Longest an exchange may keep its connection after the caller gave up.
 pub const HARD_CAP: Duration = Duration::from_secs(10);
@@ -75,12 +76,12 @@ struct Target {
 /// Dropping it cancels the task, which closes the socket.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    _driver: glommio::Task<()>,
+    _driver: rt::Task<()>,
 }
 
 struct Inner {
     targets: Vec<Target>,
-    tls: Option<futures_rustls::TlsConnector>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     max_in_flight: usize,
     in_flight: Cell<usize>,
     opened: Cell<u64>,
@@ -146,7 +147,7 @@ impl HttpPool {
         Ok(HttpPool {
             inner: Rc::new(Inner {
                 targets,
-                tls: tls.map(futures_rustls::TlsConnector::from),
+                tls,
                 max_in_flight: max_in_flight.max(1),
                 in_flight: Cell::new(0),
                 opened: Cell::new(0),
@@ -182,7 +183,7 @@ impl HttpPool {
         let guard = InFlight(Rc::clone(inner));
         let (tx, rx) = futures_channel::oneshot::channel();
         let task_inner = Rc::clone(inner);
-        glommio::spawn_local(async move {
+        rt::spawn(async move {
             let _guard = guard;
             let result = with_timeout(HARD_CAP, exchange(&task_inner, index, request, timeout))
                 .await
@@ -306,33 +307,30 @@ async fn connect(inner: &Rc<Inner>, target: &Target, timeout: Duration) -> Resul
         endpoint: target.endpoint.to_string(),
         source,
     };
-    let stream = glommio::net::TcpStream::connect_timeout(target.addr, timeout)
+    let stream = rt::connect(target.addr, timeout)
         .await
-        .map_err(|e| connect_err(e.into()))?;
+        .map_err(connect_err)?;
     let _ = stream.set_nodelay(true);
     inner.opened.set(inner.opened.get() + 1);
     match (&target.server_name, &inner.tls) {
         (Some(name), Some(tls)) => {
-            let tls_stream = with_timeout(timeout, tls.connect(name.clone(), stream))
+            let tls_stream = with_timeout(timeout, rt::tls_connect(tls, name.clone(), stream))
                 .await
                 .ok_or(NetError::Timeout)?
                 .map_err(|e| NetError::Tls(format!("{}: {e}", target.endpoint)))?;
-            handshake(tls_stream).await
+            handshake(HyperIo::from(tls_stream)).await
         }
-        _ => handshake(stream).await,
+        _ => handshake(HyperIo::from(stream)).await,
     }
 }
 
 /// Starts HTTP/1.1 on a connected stream; the connection is driven by a task of its own
 /// until the peer closes or the returned [`Conn`] is dropped.
-async fn handshake<S>(stream: S) -> Result<Conn, NetError>
-where
-    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
+async fn handshake(io: HyperIo) -> Result<Conn, NetError> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| NetError::Protocol(e.to_string()))?;
-    let driver = glommio::spawn_local(async move {
+    let driver = rt::spawn(async move {
         let _ = conn.await;
     });
     Ok(Conn {

@@ -256,7 +256,7 @@ impl LinePool {
             let addr = target.addr;
             let name = target.endpoint.to_string();
             let pool = Rc::clone(inner);
-            glommio::spawn_local(async move {
+            crate::rt::spawn(async move {
                 let why = run(&task_conn, &pool, addr, &name, connect_timeout).await;
                 task_conn.fail_all(&why);
             })
@@ -274,12 +274,12 @@ async fn run(
     name: &str,
     connect_timeout: Duration,
 ) -> NetError {
-    let stream = match glommio::net::TcpStream::connect_timeout(addr, connect_timeout).await {
+    let stream = match crate::rt::connect(addr, connect_timeout).await {
         Ok(s) => s,
-        Err(e) => {
+        Err(source) => {
             return NetError::Connect {
                 endpoint: name.to_string(),
-                source: e.into(),
+                source,
             }
         }
     };
@@ -300,7 +300,11 @@ async fn run(
             })
             .await;
             std::mem::swap(&mut buf, &mut conn.outbox.borrow_mut());
+            // Flushed too: a backend's stream may buffer writes until asked to send.
             if let Err(e) = writer.write_all(&buf).await {
+                return NetError::Io(e);
+            }
+            if let Err(e) = writer.flush().await {
                 return NetError::Io(e);
             }
             buf.clear();

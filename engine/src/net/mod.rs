@@ -1,5 +1,5 @@
-//! Networking on glommio: the glue that lets hyper run on a glommio executor, a timer for
-//! hyper, TLS, and the per-core connection pools to sellers.
+//! Networking: a timer for hyper, TLS configuration, and the per-core connection pools to
+//! sellers. Sockets and hyper's I/O traits come from the executor seam ([`crate::rt`]).
 //!
 //! Everything here is `!Send` by design: each core builds its own pools and nothing is
 //! shared between cores.
@@ -7,7 +7,6 @@
 mod endpoint;
 mod error;
 mod http_client;
-mod io;
 mod line_client;
 mod timer;
 mod tls;
@@ -15,7 +14,6 @@ mod tls;
 pub use endpoint::{Endpoint, Scheme};
 pub use error::NetError;
 pub use http_client::{HttpPool, OwnedReply};
-pub use io::HyperIo;
 pub use line_client::{LinePool, OnTimeout};
 pub use timer::{sleep, CoreTimer};
 pub use tls::client_config;

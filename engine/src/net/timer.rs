@@ -1,10 +1,10 @@
-//! A `hyper::rt::Timer` for glommio executors.
+//! A `hyper::rt::Timer` for the engine's executors.
 //!
 //! hyper wants `Sleep` futures that are `Send + Sync` (for `header_read_timeout`, the
-//! slowloris guard); glommio's timers are not `Send`. So each executor thread keeps its
+//! slowloris guard); not every executor's timers are `Send`. So each executor thread keeps its
 //! own map of deadlines, and a [`Sleep`] holds only its deadline and an id: it is
 //! `Send + Sync` by construction, without `unsafe`. One task per executor (started by
-//! [`CoreTimer::start_driver`]) sleeps on a glommio timer until the earliest deadline and
+//! [`CoreTimer::start_driver`]) sleeps on the executor's timer until the earliest deadline and
 //! wakes whoever is due.
 
 use std::cell::RefCell;
@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// hyper's timer on the current glommio executor.
+/// hyper's timer on the current executor.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CoreTimer;
 
@@ -59,7 +59,7 @@ thread_local! {
 impl CoreTimer {
     /// Starts this executor's timer driver. Call once per executor, inside it.
     pub fn start_driver() {
-        glommio::spawn_local(drive()).detach();
+        crate::rt::spawn(drive()).detach();
     }
 }
 
@@ -81,7 +81,7 @@ async fn drive() {
             waker.wake();
         }
         let mut sleep = next.map(|at| {
-            Box::pin(glommio::timer::Timer::new(
+            Box::pin(crate::rt::sleep(
                 at.saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
             ))
@@ -110,8 +110,8 @@ async fn drive() {
     }
 }
 
-/// Sleeps on this executor's wheel. Request timeouts use this rather than a glommio
-/// timer each: a glommio timer is an io_uring timeout operation, submitted and then
+/// Sleeps on this executor's wheel. Request timeouts use this rather than an executor
+/// timer each: on glommio that is an io_uring timeout operation, submitted and then
 /// cancelled for every request, while the wheel keeps one timer for all of them. Its
 /// resolution is about a millisecond. Needs [`CoreTimer::start_driver`] on the executor.
 pub fn sleep(duration: Duration) -> Sleep {
@@ -219,40 +219,48 @@ mod tests {
 
     #[test]
     fn sleeps_fire_in_order_and_dropped_ones_leave_at_once() {
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .make()
-            .expect("executor");
-        ex.run(async {
-            CoreTimer::start_driver();
-            // A thousand timeouts that never fire, as a request's deadline usually is.
-            for _ in 0..1000 {
-                let mut s = Box::pin(sleep(Duration::from_secs(30)));
-                let waker = futures_util::task::noop_waker();
-                assert!(s
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&waker))
-                    .is_pending());
-            }
-            assert_eq!(live(), 0, "dropped sleeps are removed, not left until due");
+        let backends = [
+            crate::rt::RuntimeChoice::Epoll,
+            crate::rt::RuntimeChoice::IoUring,
+            crate::rt::RuntimeChoice::Glommio,
+        ]
+        .into_iter()
+        .filter_map(|c| crate::rt::select(c).ok())
+        .map(|s| s.backend);
+        for backend in backends {
+            crate::rt::run_core(backend, 0, 0, || async {
+                CoreTimer::start_driver();
+                // A thousand timeouts that never fire, as a request's deadline usually is.
+                for _ in 0..1000 {
+                    let mut s = Box::pin(sleep(Duration::from_secs(30)));
+                    let waker = futures_util::task::noop_waker();
+                    assert!(s
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_pending());
+                }
+                assert_eq!(live(), 0, "dropped sleeps are removed, not left until due");
 
-            let started = Instant::now();
-            let order = std::rc::Rc::new(RefCell::new(Vec::new()));
-            let tasks: Vec<_> = [30u64, 10, 20]
-                .into_iter()
-                .map(|ms| {
-                    let order = order.clone();
-                    glommio::spawn_local(async move {
-                        sleep(Duration::from_millis(ms)).await;
-                        order.borrow_mut().push(ms);
+                let started = Instant::now();
+                let order = std::rc::Rc::new(RefCell::new(Vec::new()));
+                let tasks: Vec<_> = [30u64, 10, 20]
+                    .into_iter()
+                    .map(|ms| {
+                        let order = order.clone();
+                        crate::rt::spawn(async move {
+                            sleep(Duration::from_millis(ms)).await;
+                            order.borrow_mut().push(ms);
+                        })
                     })
-                })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
-            assert_eq!(*order.borrow(), vec![10, 20, 30]);
-            assert!(started.elapsed() >= Duration::from_millis(30));
-            assert_eq!(live(), 0);
-        });
+                    .collect();
+                for t in tasks {
+                    t.await;
+                }
+                assert_eq!(*order.borrow(), vec![10, 20, 30]);
+                assert!(started.elapsed() >= Duration::from_millis(30));
+                assert_eq!(live(), 0);
+            })
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Group commit: many purchases on one shard share one fsync, done on glommio's
+//! Group commit: many purchases on one shard share one fsync, done on the executor's
 //! blocking thread pool so the core keeps serving while the disk works.
 //!
 //! A write gets a ticket (a sequence number). [`GroupCommit::durable`] waits until a
@@ -64,8 +64,7 @@ impl GroupCommit {
             core.shared
                 .metrics
                 .inc_counter(core.index, Counter::StorageSyncs);
-            return glommio::executor()
-                .spawn_blocking(move || shard.sync())
+            return crate::rt::spawn_blocking(move || shard.sync())
                 .await
                 .map_err(|e| e.to_string());
         }
@@ -85,7 +84,7 @@ impl GroupCommit {
             let me = Rc::clone(self);
             let metrics = Arc::clone(&core.shared.metrics);
             let index = core.index;
-            glommio::spawn_local(async move { me.sync_loop(&metrics, index).await }).detach();
+            crate::rt::spawn(async move { me.sync_loop(&metrics, index).await }).detach();
         }
         rx.await
             .unwrap_or_else(|_| Err("the sync task ended early".to_string()))
@@ -103,8 +102,7 @@ impl GroupCommit {
             };
             metrics.inc_counter(core, Counter::StorageSyncs);
             let shard = self.shard.clone();
-            let result = glommio::executor()
-                .spawn_blocking(move || shard.sync())
+            let result = crate::rt::spawn_blocking(move || shard.sync())
                 .await
                 .map_err(|e| e.to_string());
             let done: Vec<_> = {

@@ -2,7 +2,7 @@
 //! that owns the purchase's shard.
 //!
 //! One crossbeam channel per core carries [`Job`]s in; crossbeam wakes nobody, so each
-//! sender also wakes the owner's receiving task through an [`AtomicWaker`] (glommio
+//! sender also wakes the owner's receiving task through an [`AtomicWaker`] (the executor
 //! turns a wake from another thread into an eventfd write to the owner's reactor). The
 //! answer travels back on a oneshot channel, which wakes the accepting core the same
 //! way. No core ever blocks waiting for another.

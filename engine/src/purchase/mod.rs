@@ -208,7 +208,7 @@ pub async fn get(core: &Rc<Core>, id: &str, customer: CustomerId) -> Response<Bo
 pub async fn serve_lane(core: Rc<Core>, inbox: lane::LaneReceiver) {
     while let Some(job) = inbox.next().await {
         let core = Rc::clone(&core);
-        glommio::spawn_local(async move {
+        crate::rt::spawn(async move {
             match job {
                 Job::Post {
                     request,
@@ -358,7 +358,7 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answe
     }
     let pending = answer_pending(&purchase);
     let id = purchase.id.clone();
-    glommio::spawn_local(world::run(
+    crate::rt::spawn(world::run(
         Rc::clone(core),
         Rc::clone(&owner),
         purchase,
@@ -369,7 +369,7 @@ async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u32) -> Answe
         return pending;
     }
     let wait = Duration::from_millis(core.shared.config.purchases.wait_ms);
-    let timer = std::pin::pin!(glommio::timer::Timer::new(wait));
+    let timer = std::pin::pin!(crate::rt::sleep(wait));
     match select(done_rx, timer).await {
         Either::Left(_) => match load(&owner, &id) {
             Ok(Some(p)) => match &p.outcome {
@@ -526,7 +526,7 @@ pub fn recover(core: &Rc<Core>) -> usize {
     if resumed > 0 {
         let limit = core.shared.config.purchases.recovery_concurrency.max(1);
         let core = Rc::clone(core);
-        glommio::spawn_local(async move {
+        crate::rt::spawn(async move {
             futures_util::stream::iter(pending)
                 .for_each_concurrent(limit, |(owner, p, guard)| {
                     world::run(Rc::clone(&core), owner, p, guard)
@@ -543,7 +543,7 @@ pub fn recover(core: &Rc<Core>) -> usize {
 pub async fn expire_loop(core: Rc<Core>, every: Duration) {
     let owners: HashMap<u32, Rc<ShardOwner>> = core.purchases.shards.clone();
     loop {
-        glommio::timer::sleep(every).await;
+        crate::rt::sleep(every).await;
         for owner in owners.values() {
             let mut removed = 0;
             loop {
@@ -552,7 +552,7 @@ pub async fn expire_loop(core: Rc<Core>, every: Duration) {
                     Ok(n) => {
                         removed += n;
                         // Let requests run between slices.
-                        glommio::executor().yield_task_queue_now().await;
+                        crate::rt::yield_now().await;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "expiring purchases failed");
@@ -567,10 +567,7 @@ pub async fn expire_loop(core: Rc<Core>, every: Duration) {
                     "expired purchases removed"
                 );
                 let shard = owner.commit.shard().clone();
-                if let Err(e) = glommio::executor()
-                    .spawn_blocking(move || shard.compact())
-                    .await
-                {
+                if let Err(e) = crate::rt::spawn_blocking(move || shard.compact()).await {
                     tracing::warn!(error = %e, "compaction after expiry failed");
                 }
             }
