@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use bookbroker_engine::cluster::Membership;
 use bookbroker_engine::config::Config;
 use bookbroker_engine::demo::Demo;
 use bookbroker_engine::runtime::{apply_overrides, Engine, Overrides};
@@ -153,8 +154,18 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => {
             let problems = config.problems();
             if problems.is_empty() {
+                let cluster = Membership::of(&config);
+                let place = if cluster.is_declared() {
+                    format!(
+                        ", node {} of a cluster of {}",
+                        cluster.node(),
+                        cluster.partitions()
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}: ok ({} sellers, {} customers)",
+                    "{}: ok ({} sellers, {} customers{place})",
                     path.display(),
                     config.sellers.len(),
                     config.customers.len()
