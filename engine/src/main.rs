@@ -1,4 +1,4 @@
-//! The `bookbroker` command: `serve`, `demo`, `check-config`.
+//! The `bookbroker` command: `serve`, `demo`, `check-config`, `haproxy-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use bookbroker_engine::cluster::Membership;
+use bookbroker_engine::cluster::{haproxy, Membership};
 use bookbroker_engine::config::Config;
 use bookbroker_engine::demo::Demo;
 use bookbroker_engine::runtime::{apply_overrides, Engine, Overrides};
@@ -50,6 +50,19 @@ enum Command {
         /// The config file (TOML).
         file: PathBuf,
     },
+    /// Print a complete HAProxy 2.6 configuration for the cluster of a config file:
+    /// quotes balanced over every node, each purchase sent to its partition's owner only.
+    HaproxyConfig {
+        /// The config file (TOML) with the `[cluster]` section every node shares.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the balancer listens (`host:port`).
+        #[arg(long)]
+        listen: String,
+        /// The UNIX socket of HAProxy's runtime API (for `set server … addr`).
+        #[arg(long, default_value = haproxy::DEFAULT_ADMIN_SOCKET)]
+        admin_socket: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +84,17 @@ fn main() -> ExitCode {
         ),
         Command::Demo { listen } => demo(listen),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::HaproxyConfig {
+            config,
+            listen,
+            admin_socket,
+        } => haproxy_config(
+            &config,
+            &haproxy::Options {
+                listen,
+                admin_socket,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,4 +204,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             }
         }
     }
+}
+
+/// Prints the HAProxy configuration for the cluster of the config at `path`.
+fn haproxy_config(path: &std::path::Path, opts: &haproxy::Options) -> anyhow::Result<()> {
+    let config = Config::load_valid(path).with_context(|| format!("config {}", path.display()))?;
+    let text = haproxy::render(&config, opts)?;
+    print!("{text}");
+    Ok(())
 }

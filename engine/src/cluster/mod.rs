@@ -15,6 +15,9 @@
 //! - A data directory remembers which partition it holds ([`claim_data_dir`]), so the
 //!   failover drill (the dead node's directory started elsewhere) cannot start it as the
 //!   wrong one.
+//! - [`haproxy`] writes the balancer's configuration.
+
+pub mod haproxy;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
