@@ -116,17 +116,17 @@ pub fn render(config: &Config, opts: &Options) -> Result<String, HaproxyError> {
              # A node that refuses a connection is down at once; checks bring it back.\n    \
              default-server inter 1s fastinter 250ms downinter 500ms rise 2 fall 2 observe layer4 error-limit 1 on-error mark-down\n    \
              # Errors the balancer itself answers, as the engine does: problem+json.\n    \
-             http-error status 502 content-type application/problem+json string '{e502}'\n    \
+             http-error status 502 content-type application/problem+json hdr Retry-After {RETRY_AFTER_SECS} string '{e502}'\n    \
              http-error status 503 content-type application/problem+json hdr Retry-After {RETRY_AFTER_SECS} string '{e503}'\n    \
-             http-error status 504 content-type application/problem+json string '{e504}'\n",
+             http-error status 504 content-type application/problem+json hdr Retry-After {RETRY_AFTER_SECS} string '{e504}'\n",
         sock = opts.admin_socket,
         wait = config.purchases.wait_ms,
         e502 = problem(
             502,
             "bad-gateway",
             "Bad gateway",
-            "the engine node closed the connection before answering; a purchase may have \
-             started: retry with the same Idempotency-Key"
+            "the engine node closed the connection before answering (it may have just \
+             stopped); a purchase may have started: retry with the same Idempotency-Key"
         ),
         e503 = problem(
             503,
