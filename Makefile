@@ -2,6 +2,8 @@
 #
 #   make demo   build and run the embedded demo (simulated sellers in-process)
 #   make test   install what is missing, then format check, clippy, build, every test
+#   make cluster-demo   three engine nodes behind HAProxy on loopback (README, "Running
+#                       a cluster"); make cluster-drill also runs the failover drill
 #
 # Both work on a fresh Debian machine with a Rust toolchain: `deps` installs the
 # system packages the build needs when they are missing (as root, or with sudo).
@@ -14,13 +16,21 @@ CARGO ?= cargo
 export CC := ccache cc
 export CXX := ccache c++
 
-.PHONY: demo test deps lint build unit-and-integration bench-check api-fuzz
+.PHONY: demo test deps lint build unit-and-integration bench-check api-fuzz cluster-demo cluster-drill
 
 demo: deps
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/bookbroker demo
 
 test: deps lint build unit-and-integration bench-check api-fuzz
+
+cluster-demo: deps
+	$(CARGO) build --release --workspace --bins --locked
+	bash scripts/cluster-demo.sh
+
+cluster-drill: deps
+	$(CARGO) build --release --workspace --bins --locked
+	bash scripts/cluster-demo.sh --drill
 
 deps:
 	@bash scripts/ensure-deps.sh

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs, only when they are missing, and checks
 # what glommio needs from the host (io_uring, locked memory). Safe to run repeatedly.
-#   scripts/ensure-deps.sh           what the build and the tests need
+#   scripts/ensure-deps.sh           what the build and the tests need (haproxy: the
+#                                    cluster test and `make cluster-demo` put it in front;
+#                                    socat: to talk to HAProxy's runtime API by hand)
 #   scripts/ensure-deps.sh --bench   also nginx, the baseline bench/e2e measures beside the engine
 set -euo pipefail
 
-packages=(gcc g++ make pkg-config libclang-dev ccache curl)
+packages=(gcc g++ make pkg-config libclang-dev ccache curl haproxy socat)
 if [ "${1:-}" = "--bench" ] && ! command -v nginx >/dev/null 2>&1; then
   packages+=(nginx-light)
 fi
@@ -27,8 +29,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo="sudo"
   fi
   export DEBIAN_FRONTEND=noninteractive
-  # bench/e2e starts its own nginx processes; keep the package from starting a system
-  # service on port 80 (policy-rc.d answering 101 is Debian's "do not start services").
+  # bench/e2e and the cluster test start their own nginx and haproxy processes; keep the
+  # packages from starting system services (nginx would take port 80; policy-rc.d
+  # answering 101 is Debian's "do not start services").
   policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     policy=/usr/sbin/policy-rc.d

@@ -41,7 +41,27 @@ pub struct Config {
     /// `[[customers]]`.
     #[serde(default)]
     pub customers: Vec<CustomerConfig>,
+    /// `[cluster]` (design section 7); absent: a cluster of one.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// `[cluster]`: every node of the cluster, in partition order, and which one this is.
+/// Node `i` owns purchase partition `i` (see `crate::cluster`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Every node's address (`host:port`, as the load balancer reaches it), in
+    /// partition order. The order is part of the data: reordering the list moves
+    /// purchases to nodes that do not hold them.
+    pub nodes: Vec<String>,
+    /// This node's index in `nodes`: the partition it owns.
+    pub node: u32,
+}
+
+/// Most nodes of a cluster: a partition is a backend in the load balancer's config, and
+/// more than this is a mistake rather than a plan.
+pub const MAX_CLUSTER_NODES: usize = 1024;
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -408,6 +428,67 @@ pub fn parse_url(url: &str) -> Result<(&str, HostPort), String> {
     ))
 }
 
+/// Checks a `host:port` a load balancer or client connects to: a DNS name, an IPv4
+/// address or a bracketed IPv6 address, and a port from 1. Only characters such names
+/// use are allowed, so the address can be written into a generated HAProxy config as
+/// it is.
+pub fn parse_host_port(text: &str) -> Result<HostPort, String> {
+    let (_, hp) = parse_url(&format!("tcp://{text}"))
+        .map_err(|_| format!("{text:?} is not host:port (e.g. 10.0.0.1:8080)"))?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':');
+    if !hp.host.chars().all(allowed) || text.ends_with('/') {
+        return Err(format!("{text:?} is not host:port (e.g. 10.0.0.1:8080)"));
+    }
+    Ok(hp)
+}
+
+impl ClusterConfig {
+    /// Every problem of the section, fields named as `cluster.…`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |field: String, message: String| out.push(Problem { field, message });
+        if self.nodes.is_empty() {
+            p(
+                "cluster.nodes".into(),
+                "at least one node is required (this one)".into(),
+            );
+        } else if self.nodes.len() > MAX_CLUSTER_NODES {
+            p(
+                "cluster.nodes".into(),
+                format!(
+                    "{} nodes is more than {MAX_CLUSTER_NODES}",
+                    self.nodes.len()
+                ),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            match parse_host_port(node) {
+                Err(e) => p(format!("cluster.nodes[{i}]"), e),
+                Ok(hp) => {
+                    if !seen.insert((hp.host.to_ascii_lowercase(), hp.port)) {
+                        p(
+                            format!("cluster.nodes[{i}]"),
+                            format!("{node:?} is listed twice: every node owns its own partition"),
+                        );
+                    }
+                }
+            }
+        }
+        if !self.nodes.is_empty() && self.node as usize >= self.nodes.len() {
+            p(
+                "cluster.node".into(),
+                format!(
+                    "{} is not the index of a node in cluster.nodes (0 to {})",
+                    self.node,
+                    self.nodes.len() - 1
+                ),
+            );
+        }
+        out
+    }
+}
+
 impl Config {
     /// Parses TOML text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
@@ -725,6 +806,12 @@ impl Config {
             }
         }
 
+        if let Some(cluster) = &self.cluster {
+            for problem in cluster.problems() {
+                p(problem.field, problem.message);
+            }
+        }
+
         let mut ids = HashSet::new();
         let mut hashes = HashSet::new();
         for (i, c) in self.customers.iter().enumerate() {
@@ -879,6 +966,36 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
         let e = Config::from_toml_str("[server]\nruntime = \"uring\"\n").unwrap_err();
         assert!(e.to_string().contains("runtime"), "{e}");
         assert!(e.to_string().contains("io_uring"), "{e}");
+    }
+
+    #[test]
+    fn cluster_section_is_validated() {
+        let with = |section: &str| fields(&format!("{EXAMPLE}\n[cluster]\n{section}\n"));
+        assert_eq!(
+            with("nodes = [\"10.0.0.1:8080\", \"node-b.internal:8080\", \"[::1]:9000\"]\nnode = 2"),
+            Vec::<String>::new()
+        );
+        assert_eq!(with("nodes = []\nnode = 0"), vec!["cluster.nodes"]);
+        assert_eq!(
+            with("nodes = [\"10.0.0.1:8080\", \"10.0.0.2\"]\nnode = 2"),
+            vec!["cluster.nodes[1]", "cluster.node"]
+        );
+        assert_eq!(
+            with("nodes = [\"10.0.0.1:8080\", \"10.0.0.1:8080\"]\nnode = 0"),
+            vec!["cluster.nodes[1]"]
+        );
+        // Nothing that could break out of a generated HAProxy line.
+        assert_eq!(
+            with("nodes = [\"a b:80\", \"x'y:80\", \"h:80/\"]\nnode = 0"),
+            vec!["cluster.nodes[0]", "cluster.nodes[1]", "cluster.nodes[2]"]
+        );
+        let f = fields(&format!("{EXAMPLE}\n[cluster]\nnodes = [\"a:1\"]\n"));
+        assert!(f[0].contains("node"), "{f:?}");
+        let f = fields(&format!(
+            "{EXAMPLE}\n[cluster]\nnodes = [\"a:1\"]\nnode = 0\nweight = 1\n"
+        ));
+        assert!(f[0].contains("weight"), "{f:?}");
+        assert!(Config::from_toml_str(EXAMPLE).unwrap().cluster.is_none());
     }
 
     #[test]

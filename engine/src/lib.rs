@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod hedge;

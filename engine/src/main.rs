@@ -1,4 +1,4 @@
-//! The `bookbroker` command: `serve`, `demo`, `check-config`.
+//! The `bookbroker` command: `serve`, `demo`, `check-config`, `haproxy-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use bookbroker_engine::cluster::{haproxy, Membership};
 use bookbroker_engine::config::Config;
 use bookbroker_engine::demo::Demo;
 use bookbroker_engine::rt::RuntimeChoice;
@@ -56,6 +57,19 @@ enum Command {
         /// The config file (TOML).
         file: PathBuf,
     },
+    /// Print a complete HAProxy 2.6 configuration for the cluster of a config file:
+    /// quotes balanced over every node, each purchase sent to its partition's owner only.
+    HaproxyConfig {
+        /// The config file (TOML) with the `[cluster]` section every node shares.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the balancer listens (`host:port`).
+        #[arg(long)]
+        listen: String,
+        /// The UNIX socket of HAProxy's runtime API (for `set server … addr`).
+        #[arg(long, default_value = haproxy::DEFAULT_ADMIN_SOCKET)]
+        admin_socket: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +93,17 @@ fn main() -> ExitCode {
         ),
         Command::Demo { listen, runtime } => demo(listen, runtime),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::HaproxyConfig {
+            config,
+            listen,
+            admin_socket,
+        } => haproxy_config(
+            &config,
+            &haproxy::Options {
+                listen,
+                admin_socket,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,8 +205,18 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => {
             let problems = config.problems();
             if problems.is_empty() {
+                let cluster = Membership::of(&config);
+                let place = if cluster.is_declared() {
+                    format!(
+                        ", node {} of a cluster of {}",
+                        cluster.node(),
+                        cluster.partitions()
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}: ok ({} sellers, {} customers)",
+                    "{}: ok ({} sellers, {} customers{place})",
                     path.display(),
                     config.sellers.len(),
                     config.customers.len()
@@ -196,4 +231,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             }
         }
     }
+}
+
+/// Prints the HAProxy configuration for the cluster of the config at `path`.
+fn haproxy_config(path: &std::path::Path, opts: &haproxy::Options) -> anyhow::Result<()> {
+    let config = Config::load_valid(path).with_context(|| format!("config {}", path.display()))?;
+    let text = haproxy::render(&config, opts)?;
+    print!("{text}");
+    Ok(())
 }

@@ -16,6 +16,9 @@ pub struct ApiProblem {
     pub title: &'static str,
     /// What exactly is wrong with this request.
     pub detail: String,
+    /// Extension members (RFC 9457 section 3.2) a program can act on, e.g. the node that
+    /// owns a misdirected purchase. Empty for most problems.
+    pub extensions: Vec<(&'static str, serde_json::Value)>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +28,8 @@ struct Body<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
+    #[serde(flatten)]
+    extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiProblem {
@@ -42,6 +47,7 @@ impl ApiProblem {
             kind,
             title,
             detail: detail.into(),
+            extensions: Vec::new(),
         }
     }
 
@@ -124,6 +130,16 @@ impl ApiProblem {
     pub fn service_unavailable(detail: impl Into<String>) -> Self {
         Self::new(503, "unavailable", "Service unavailable", detail)
     }
+    /// 421: the request belongs to another node of the cluster (a purchase of another
+    /// partition); nothing was started. `partition` and `owner` name where it belongs.
+    pub fn misdirected(detail: impl Into<String>, partition: u32, owner: &str) -> Self {
+        let mut p = Self::new(421, "misdirected", "Misdirected request", detail);
+        p.extensions = vec![
+            ("partition", serde_json::Value::from(partition)),
+            ("owner", serde_json::Value::from(owner)),
+        ];
+        p
+    }
     /// 500: a bug in the engine.
     pub fn internal() -> Self {
         Self::new(
@@ -141,6 +157,11 @@ impl ApiProblem {
             title: self.title,
             status: self.status,
             detail: &self.detail,
+            extensions: self
+                .extensions
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
         };
         serde_json::to_vec(&body).unwrap_or_default()
     }
@@ -158,5 +179,18 @@ mod tests {
         assert_eq!(v["title"], "Invalid request");
         assert_eq!(v["status"], 400);
         assert_eq!(v["detail"], "isbn: bad \"x\"");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(4));
+    }
+
+    #[test]
+    fn misdirected_names_the_owner() {
+        let v: serde_json::Value = serde_json::from_slice(
+            &ApiProblem::misdirected("elsewhere", 2, "10.0.0.3:8080").body(),
+        )
+        .unwrap();
+        assert_eq!(v["type"], "/problems/misdirected");
+        assert_eq!(v["status"], 421);
+        assert_eq!(v["partition"], 2);
+        assert_eq!(v["owner"], "10.0.0.3:8080");
     }
 }

@@ -150,6 +150,9 @@ impl Engine {
         };
         let data = DataDir::open_or_create(&config.server.data_dir, shards_if_new)
             .map_err(|e| RuntimeError::Environment(format!("{e}")))?;
+        // The directory holds one partition's purchases for good: refuse another.
+        crate::cluster::claim_data_dir(data.path(), &crate::cluster::Membership::of(&config))
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let cipher = TokenCipher::load(&config.purchases.token_key, &config.server.data_dir)
             .map_err(|e| RuntimeError::Config(format!("purchases.token_key: {e}")))?;
         let (lanes, receivers) = Lanes::new(cores);

@@ -17,6 +17,8 @@ use bookbroker_protocols::line;
 use bookbroker_protocols::payment::{self, Ledger, LedgerEntry, LedgerKind};
 use bookbroker_protocols::{Currency, FxTable, Money};
 
+pub mod cluster;
+
 /// The API key of customer `demo` in every test scenario.
 pub const KEY: &str = "demo-key-123";
 

@@ -110,3 +110,57 @@ fn check_config_knows_the_runtime_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("runtime") && err.contains("epoll"), "{err}");
 }
+
+#[test]
+fn check_config_knows_the_cluster_section() {
+    let sim = Sim::start("three_protocols.toml");
+    let check = |section: &str| {
+        let path = sim.config_with(|c| format!("{c}\n[cluster]\n{section}\n"));
+        Command::new(bin("bookbroker"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check("nodes = [\"10.0.0.1:8080\", \"10.0.0.2:8080\", \"10.0.0.3:8080\"]\nnode = 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("node 1 of a cluster of 3"), "{said}");
+
+    let out = check("nodes = [\"10.0.0.1:8080\", \"10.0.0.1:8080\", \"nowhere\"]\nnode = 3");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in ["cluster.nodes[1]", "cluster.nodes[2]", "cluster.node"] {
+        assert!(err.contains(field), "{field} not named in:\n{err}");
+    }
+
+    // haproxy-config refuses a config with problems, and writes one for a good cluster.
+    let path =
+        sim.config_with(|c| format!("{c}\n[cluster]\nnodes = [\"a:1\", \"b:1\"]\nnode = 0\n"));
+    let out = Command::new(bin("bookbroker"))
+        .args(["haproxy-config", "--listen", "127.0.0.1:8080", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cfg.contains("crc32,mod(2)") && cfg.contains("backend p1"),
+        "{cfg}"
+    );
+    let out = Command::new(bin("bookbroker"))
+        .args(["haproxy-config", "--listen", "nowhere", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}

@@ -217,8 +217,30 @@ fn the_purchase_routes_answer_as_documented() {
             .unwrap(),
         post(Some("oa-1"), &body(999_999, "tok_ok_1"), &[]),
     ];
+    // A node of a cluster asked for another partition's purchase: 421 (the nodes list
+    // only has to name the owners; this node listens where the harness puts it).
+    let other = Engine::start(
+        &sim.config_with(|c| {
+            format!("{c}\n[cluster]\nnodes = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nnode = 1\n")
+        }),
+        1,
+    );
+    let misdirected_key = (0..)
+        .map(|i| format!("oa-other-{i}"))
+        .find(|k| bookbroker_tests::cluster::partition(k, 2) == 0)
+        .unwrap();
+    let misdirected = Client::connect(other.addr)
+        .post_purchase(
+            KEY,
+            Some(&misdirected_key),
+            body(1_000_000, "tok_ok_1").as_bytes(),
+            &[],
+        )
+        .unwrap();
+    misdirected.assert_problem(421);
+    assert_eq!(misdirected.json()["owner"], "127.0.0.1:1");
     let mut seen = BTreeSet::new();
-    for resp in &posts {
+    for resp in posts.iter().chain([&misdirected]) {
         check(&spec, "/v1/purchases", "post", resp);
         seen.insert(resp.status);
     }
@@ -249,6 +271,8 @@ fn the_purchase_routes_answer_as_documented() {
         Client::connect(engine.addr)
             .request("DELETE", &path, &[], b"")
             .unwrap(),
+        // The id of a cluster of one is partition 0's: node 1 sends it there.
+        Client::connect(other.addr).get(&path, Some(KEY)),
     ];
     let mut seen = BTreeSet::new();
     for resp in &gets {
@@ -261,4 +285,64 @@ fn the_purchase_routes_answer_as_documented() {
         posts[0].json(),
         "GET shows what a replay shows"
     );
+    // Ids match the documented pattern, in a cluster of one and in a cluster.
+    let pattern = spec["paths"]["/v1/purchases/{id}"]["get"]["parameters"][0]["schema"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let in_cluster = Client::connect(other.addr)
+        .post_purchase(
+            KEY,
+            Some(
+                &(0..)
+                    .map(|i| format!("oa-mine-{i}"))
+                    .find(|k| bookbroker_tests::cluster::partition(k, 2) == 1)
+                    .unwrap(),
+            ),
+            body(1_000_000, "tok_ok_1").as_bytes(),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(in_cluster.status, 201, "{}", in_cluster.text());
+    let cluster_id = in_cluster.json()["id"].as_str().unwrap().to_string();
+    assert!(cluster_id.starts_with("p1-pur_"), "{cluster_id}");
+    for id in [&id, &cluster_id] {
+        assert!(
+            matches_id_pattern(&pattern, id),
+            "{id} does not match {pattern}"
+        );
+    }
+}
+
+/// Whether `id` matches the documented id pattern, which must be exactly
+/// `^(p(0|[1-9][0-9]{0,3})-)?pur_[0-9a-f]{4}_[0-9a-f]{16}$` (checked by hand: the tests
+/// carry no regex engine).
+fn matches_id_pattern(pattern: &str, id: &str) -> bool {
+    assert_eq!(
+        pattern, "^(p(0|[1-9][0-9]{0,3})-)?pur_[0-9a-f]{4}_[0-9a-f]{16}$",
+        "the documented id pattern changed: update this check"
+    );
+    let local = match id.split_once('-') {
+        Some((prefix, local)) => {
+            let digits = prefix.strip_prefix('p').unwrap_or("x");
+            let ok = !digits.is_empty()
+                && digits.len() <= 4
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            if !ok {
+                return false;
+            }
+            local
+        }
+        None => id,
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match local.strip_prefix("pur_").and_then(|r| r.split_once('_')) {
+        Some((shard, random)) => hex(shard, 4) && hex(random, 16),
+        None => false,
+    }
 }

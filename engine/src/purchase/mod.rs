@@ -32,19 +32,23 @@ use self::lane::{Answer, Job};
 use self::record::{Outcome, Purchase, Step, Wanted};
 use self::world::{now_ms, RunningGuard, ShardOwner};
 use crate::auth::CustomerId;
+use crate::cluster::Membership;
 use crate::metrics::Counter;
 use crate::problem::ApiProblem;
 use crate::server::{Body, Core};
 
 /// Purchase ids name their shard, so any core can route a `GET` to the owner:
-/// `pur_` + 4 hex digits of shard + `_` + 16 random hex digits.
+/// `pur_` + 4 hex digits of shard + `_` + 16 random hex digits. In a cluster
+/// (`[cluster]`) the id also names its partition in front, `p2-pur_…`
+/// (`crate::cluster::Membership::name_id`), so the load balancer routes it to the node.
 pub fn new_id(shard: u32, random: &str) -> String {
     format!("pur_{shard:04x}_{random}")
 }
 
-/// The shard an id names, if it is one of ours.
+/// The shard an id names, if it is one of ours (with or without a partition prefix).
 pub fn shard_of(id: &str) -> Option<u32> {
-    let rest = id.strip_prefix("pur_")?;
+    let (_, local) = crate::cluster::split_id(id)?;
+    let rest = local.strip_prefix("pur_")?;
     let (shard, random) = rest.split_once('_')?;
     if shard.len() != 4 || random.len() != 16 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -143,6 +147,10 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
         Ok(k) => k,
         Err(p) => return crate::server::problem(&p),
     };
+    // Another node's purchase: say whose, before reading the body or starting anything.
+    if let Err(p) = Membership::of(&core.shared.config).check_key(&key) {
+        return crate::server::problem(&p);
+    }
     let respond_async = api::prefers_async(headers.get("prefer").map(|v| v.as_bytes()));
     let limit = core.shared.config.server.max_body_bytes;
     // A body that trickles in must not hold an in-flight slot for ever.
@@ -191,6 +199,9 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
 
 /// `GET /v1/purchases/{id}` on the accepting core.
 pub async fn get(core: &Rc<Core>, id: &str, customer: CustomerId) -> Response<Body> {
+    if let Err(p) = Membership::of(&core.shared.config).check_id(id) {
+        return crate::server::problem(&p);
+    }
     let Some(shard) = shard_of(id).filter(|s| *s < core.purchases.shard_count) else {
         return crate::server::problem(&ApiProblem::not_found());
     };
@@ -451,7 +462,7 @@ fn start(
         .map_err(|e| internal("cannot seal tokens", e.to_string()))?;
     let now = now_ms();
     let p = Purchase::intent(
-        new_id(shard, &random),
+        Membership::of(&core.shared.config).name_id(new_id(shard, &random)),
         req.customer.clone(),
         req.key.clone(),
         now,
@@ -586,6 +597,8 @@ mod tests {
         assert_eq!(shard_of("pur_0007_0123"), None);
         assert_eq!(shard_of("order_1"), None);
         assert_eq!(shard_of("pur_zzzz_0123456789abcdef"), None);
+        assert_eq!(shard_of(&format!("p2-{id}")), Some(7));
+        assert_eq!(shard_of(&format!("p02-{id}")), None);
         assert_eq!(owner_core(7, 2), 1);
         assert_eq!(owner_core(7, 1), 0);
     }
