@@ -448,6 +448,38 @@ fn three_nodes_behind_haproxy_lose_nothing_when_one_is_killed() {
         });
     }
     assert_eq!(routed.len(), NODES, "every partition got keys: {routed:?}");
+    // Two Idempotency-Key headers: the engine reads the first, and HAProxy hashes the
+    // first (`req.fhdr(…,1)`), so the request still lands on the node that owns it.
+    let first = format!("{prefix}-twice");
+    let second = (0..)
+        .map(|i| format!("{prefix}-other-{i}"))
+        .find(|k| partition(k, NODES) != partition(&first, NODES))
+        .unwrap();
+    let spec = Spec {
+        key: first.clone(),
+        body: purchase_body(&isbn, 49_999, "USD", "tok_ok_1", "ship_home"),
+        max_price: 49_999,
+        kind: Kind::Buy,
+    };
+    let r = haproxy
+        .client()
+        .post_purchase(
+            KEY,
+            Some(&first),
+            spec.body.as_bytes(),
+            &[("Idempotency-Key", &second)],
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "two keys: {}", r.text());
+    assert_eq!(
+        partition_of_id(r.json()["id"].as_str().unwrap()),
+        Some(partition(&first, NODES))
+    );
+    done.push(Done {
+        spec,
+        status: r.status,
+        body: r.body,
+    });
     eprintln!("routing: keys per partition {routed:?}, each on the node its CRC-32 names");
 
     // 1. A node asked for another partition's purchase answers 421, naming the owner, and
