@@ -29,7 +29,9 @@ N=${#NODES[@]}
 for b in bookbroker sellersim; do
   [ -x "$BIN/$b" ] || { echo "cluster-demo: $BIN/$b is missing; run make cluster-demo" >&2; exit 1; }
 done
-command -v haproxy >/dev/null || { echo "cluster-demo: haproxy is missing; run scripts/ensure-deps.sh" >&2; exit 1; }
+# Debian installs haproxy in /usr/sbin, which is not on a normal user's PATH.
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+[ -x "$HAPROXY" ] || { echo "cluster-demo: haproxy is missing; run scripts/ensure-deps.sh" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/bookbroker-cluster.XXXXXX)
 pids=()
@@ -104,8 +106,8 @@ done
 
 "$BIN/bookbroker" haproxy-config --config "$work/node0.toml" --listen "$LISTEN" \
   --admin-socket "$work/haproxy.sock" >"$work/haproxy.cfg"
-haproxy -c -q -f "$work/haproxy.cfg"
-haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+"$HAPROXY" -c -q -f "$work/haproxy.cfg"
+"$HAPROXY" -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 sleep 0.3
 kill -0 "${pids[-1]}" 2>/dev/null || { echo "haproxy did not start (is $LISTEN free? set CLUSTER_LISTEN):"; cat "$work/haproxy.log"; exit 1; }

@@ -3,7 +3,8 @@
 # what glommio needs from the host (io_uring, locked memory). Safe to run repeatedly.
 #   scripts/ensure-deps.sh           what the build and the tests need (haproxy: the
 #                                    cluster test and `make cluster-demo` put it in front;
-#                                    socat: to talk to HAProxy's runtime API by hand)
+#                                    socat: to talk to HAProxy's runtime API by hand;
+#                                    curl: the demos' commands and readiness checks)
 #   scripts/ensure-deps.sh --bench   also nginx, the baseline bench/e2e measures beside the engine
 set -euo pipefail
 
