@@ -89,6 +89,8 @@ mod tests {
         ApiKeys::from_config(&[CustomerConfig {
             id: "alice".into(),
             api_key_sha256: sha256_hex("s3cret"),
+            rate_per_sec: None,
+            burst: None,
         }])
         .unwrap()
     }

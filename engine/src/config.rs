@@ -75,10 +75,15 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
-    /// Time a client has to send a request's headers (slowloris protection). hyper
-    /// counts it from the end of the previous answer on a keep-alive connection, so it is
-    /// also how long an idle keep-alive connection stays open.
+    /// Time a client has to send a request's headers once it has started one, or its
+    /// first request after connecting (slowloris protection).
     pub header_read_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests before the engine
+    /// closes it. Keep it longer than the load balancer's own idle timeout, so the
+    /// balancer closes first and never sends a request into a connection being closed.
+    pub idle_timeout_ms: u64,
+    /// Longest request target (path and query) accepted; longer ones get `414`.
+    pub max_uri_bytes: usize,
     /// Most headers in one request.
     pub max_headers: usize,
     /// Most client connections one core keeps open; more are closed at once.
@@ -103,7 +108,9 @@ impl Default for ServerConfig {
             cores: 0,
             data_dir: PathBuf::from("./data"),
             max_body_bytes: 65536,
-            header_read_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            max_uri_bytes: 8192,
             max_headers: 64,
             max_connections_per_core: 10_000,
             shutdown_grace_ms: 10_000,
@@ -339,6 +346,14 @@ pub struct CustomerConfig {
     pub id: String,
     /// Hex SHA-256 of the customer's API key.
     pub api_key_sha256: String,
+    /// Most `/v1` requests per second this customer may make, over all cores together;
+    /// more are answered `429` with `Retry-After`. Absent: no limit.
+    #[serde(default)]
+    pub rate_per_sec: Option<u32>,
+    /// Requests the customer may make at once above the rate after a quiet spell.
+    /// Absent: one second's worth (`rate_per_sec`).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// One semantic problem in a config.
@@ -575,6 +590,20 @@ impl Config {
             p(
                 "server.header_read_timeout_ms".into(),
                 "must be from 1 to 600000".into(),
+            );
+        }
+        if s.idle_timeout_ms == 0 || s.idle_timeout_ms > 3_600_000 {
+            p(
+                "server.idle_timeout_ms".into(),
+                "must be from 1 to 3600000".into(),
+            );
+        }
+        // hyper refuses request targets over 64 KiB itself, with a bare 414; staying
+        // below that keeps every refusal a problem+json answer.
+        if s.max_uri_bytes < 256 || s.max_uri_bytes > 65_000 {
+            p(
+                "server.max_uri_bytes".into(),
+                "must be from 256 to 65000".into(),
             );
         }
         if s.max_headers == 0 || s.max_headers > 1024 {
@@ -838,6 +867,19 @@ impl Config {
                     format!("customers[{i}].api_key_sha256"),
                     "is the same key as another customer's".into(),
                 );
+            }
+            if let Some(r) = c.rate_per_sec {
+                if r == 0 || r > 10_000_000 {
+                    p(
+                        format!("customers[{i}].rate_per_sec"),
+                        format!("{r} is not from 1 to 10000000"),
+                    );
+                }
+            }
+            match (c.burst, c.rate_per_sec) {
+                (Some(0), _) => p(format!("customers[{i}].burst"), "must be at least 1".into()),
+                (Some(_), None) => p(format!("customers[{i}].burst"), "needs rate_per_sec".into()),
+                _ => {}
             }
         }
         out

@@ -123,6 +123,12 @@ pub enum Counter {
     PurchaseStepErrors,
     /// Purchase requests refused with 429 because too many purchases were running.
     PurchasesRefused,
+    /// `/v1` requests refused with 429 because their customer was over its
+    /// `rate_per_sec`.
+    RateLimited,
+    /// Client connections closed because they sat idle past `server.idle_timeout_ms`
+    /// or sent a request's headers slower than `server.header_read_timeout_ms`.
+    ConnectionsTimedOut,
 }
 
 /// Gauges: values that go up and down, summed over cores.
@@ -149,7 +155,17 @@ const GAUGES: [(Gauge, &str, &str); 2] = [
     ),
 ];
 
-const COUNTERS: [(Counter, &str, &str); 23] = [
+const COUNTERS: [(Counter, &str, &str); 25] = [
+    (
+        Counter::RateLimited,
+        "bookbroker_rate_limited_total",
+        "Requests refused with 429 because their customer was over its rate_per_sec.",
+    ),
+    (
+        Counter::ConnectionsTimedOut,
+        "bookbroker_connections_timed_out_total",
+        "Client connections closed idle past idle_timeout_ms or slow past header_read_timeout_ms.",
+    ),
     (
         Counter::PurchaseCallsRepeated,
         "bookbroker_purchase_calls_repeated_total",

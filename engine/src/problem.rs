@@ -104,6 +104,15 @@ impl ApiProblem {
             format!("request bodies are limited to {limit} bytes"),
         )
     }
+    /// 414: the request target (path and query) is longer than the engine accepts.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            414,
+            "uri-too-long",
+            "URI too long",
+            format!("request targets are limited to {limit} bytes"),
+        )
+    }
     /// 415: wrong content type.
     pub fn unsupported_media_type() -> Self {
         Self::new(

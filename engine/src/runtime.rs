@@ -55,6 +55,12 @@ pub struct Shared {
     pub cipher: Arc<TokenCipher>,
     /// Running purchases per customer, across cores.
     pub running_per_customer: CustomerCounts,
+    /// Request rates of the customers with `rate_per_sec`, across cores.
+    pub rate_limits: crate::ratelimit::RateLimits,
+    /// Set by the environment variable `BOOKBROKER_FAILPOINT=panic-on-quote` (tests
+    /// only): a quote for the title `__panic__` panics its core, so the test suite can
+    /// see what a bug in a core does to the process.
+    pub failpoint_panic: bool,
 }
 
 /// Why the engine could not start or stopped badly.
@@ -120,6 +126,37 @@ pub fn apply_overrides(mut config: Config, o: &Overrides) -> Config {
     config
 }
 
+/// From here on a panic anywhere in the process aborts it, after the panic message and
+/// one log line.
+///
+/// A panic is a broken invariant. The core it happened on owns shards, running sagas,
+/// pools and connections, and after unwinding their state is unknown (a `RefCell` left
+/// borrowed, a saga between its write and its call). Restarting that core in-process
+/// would mean rebuilding all of it while the other cores keep sending to its lane;
+/// leaving it dead (what unwinding alone did) made its shards answer 503 until someone
+/// restarted the process. Aborting joins the path that is tested end to end: the
+/// supervisor restarts the engine on the same address at once and recovery resumes
+/// every unfinished purchase from the shards, exactly as after `kill -9`.
+///
+/// Start-up failures stay errors (a core that cannot start is reported, not aborted):
+/// the hook is installed only once every core serves.
+fn abort_on_panic() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let thread = std::thread::current();
+            tracing::error!(
+                thread = thread.name().unwrap_or("unnamed"),
+                "a panic while serving: aborting so that the supervisor restarts the \
+                 engine and recovery resumes its purchases"
+            );
+            std::process::abort();
+        }));
+    });
+}
+
 impl Engine {
     /// Starts one executor per core and returns once every core listens.
     pub fn start(config: Config) -> Result<Engine, RuntimeError> {
@@ -134,6 +171,17 @@ impl Engine {
         } else {
             config.server.cores
         };
+        if cores > online {
+            // Two executors pinned to one CPU take turns on it: each serves at half
+            // speed and their latency doubles, which nothing else would show.
+            tracing::warn!(
+                cores,
+                cpus = online,
+                "server.cores asks for {cores} executors but this process may run on \
+                 {online} CPUs: some executors share a CPU (executor i runs on CPU \
+                 i mod {online}); set server.cores = 0 for one per CPU"
+            );
+        }
         preflight(listen)?;
         let selection = rt::select(config.server.runtime)
             .map_err(|e| RuntimeError::Environment(e.to_string()))?;
@@ -157,7 +205,15 @@ impl Engine {
             .map_err(|e| RuntimeError::Config(format!("purchases.token_key: {e}")))?;
         let (lanes, receivers) = Lanes::new(cores);
         tracing::info!(data_dir = %data.path().display(), shards = data.shards(), "data directory open");
+        let rate_limits = crate::ratelimit::RateLimits::from_config(&config.customers);
+        let failpoint_panic =
+            std::env::var("BOOKBROKER_FAILPOINT").is_ok_and(|v| v == "panic-on-quote");
+        if failpoint_panic {
+            tracing::warn!("BOOKBROKER_FAILPOINT=panic-on-quote: a quote can panic its core");
+        }
         let shared = Arc::new(Shared {
+            failpoint_panic,
+            rate_limits,
             config,
             listen,
             cores,
@@ -211,6 +267,7 @@ impl Engine {
                 }
             }
         }
+        abort_on_panic();
         Ok(engine)
     }
 

@@ -21,6 +21,7 @@ use bookbroker_protocols::FxTable;
 
 use crate::auth::{ApiKeys, CustomerId};
 use crate::cache::QuoteCache;
+use crate::conn::{ConnClock, Phase, Watched};
 use crate::metrics::{Counter, Route, SellerOutcome};
 use crate::net::CoreTimer;
 use crate::problem::ApiProblem;
@@ -120,23 +121,53 @@ async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     core.shared.metrics.add_connection(core.index, 1);
     let cfg = &core.shared.config.server;
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own header timeout runs from the end of one answer to the end of the next
+    // request's headers, so it would also be the idle keep-alive timeout; the clock below
+    // keeps the two apart.
     builder
         .timer(CoreTimer)
-        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
+        .header_read_timeout(None)
         .max_headers(cfg.max_headers)
         .keep_alive(true);
+    let clock = Rc::new(ConnClock::new());
     let svc_core = Rc::clone(&core);
+    let svc_clock = Rc::clone(&clock);
     let service = service_fn(move |req| {
         let core = Rc::clone(&svc_core);
-        async move { Ok::<_, Infallible>(handle(&core, req).await) }
+        let clock = Rc::clone(&svc_clock);
+        async move {
+            clock.enter(Phase::Busy, None);
+            let answer = handle(&core, req).await;
+            clock.enter(Phase::Idle, Some(Instant::now()));
+            Ok::<_, Infallible>(answer)
+        }
     });
-    let conn = builder.serve_connection(HyperIo::from(stream), service);
+    let io = Watched::new(HyperIo::from(stream), Rc::clone(&clock), cfg.max_uri_bytes);
+    let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
-    let result = match select(conn.as_mut(), core.shutdown.wait()).await {
+    let header = Duration::from_millis(cfg.header_read_timeout_ms);
+    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    let stop = std::pin::pin!(core.shutdown.wait());
+    let late = std::pin::pin!(clock.expired(header, idle));
+    let result = match select(conn.as_mut(), select(stop, late)).await {
         Either::Left((r, _)) => r,
-        Either::Right(_) => {
+        Either::Right((Either::Left(_), _)) => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        Either::Right((Either::Right((phase, _)), _)) => {
+            core.shared
+                .metrics
+                .inc_counter(core.index, Counter::ConnectionsTimedOut);
+            if phase == Phase::Idle {
+                // Between requests: hyper closes an idle connection at once.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            } else {
+                // A request's headers are overdue: there is nothing to answer yet.
+                tracing::debug!(core = core.index, "client too slow sending headers");
+                Ok(())
+            }
         }
     };
     if let Err(e) = result {
@@ -161,6 +192,10 @@ async fn handle(core: &Rc<Core>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn route(core: &Rc<Core>, req: Request<Incoming>) -> (Route, Response<Body>) {
+    let limit = core.shared.config.server.max_uri_bytes;
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limit {
+        return (Route::Other, problem(&ApiProblem::uri_too_long(limit)));
+    }
     let path = req.uri().path();
     let method = req.method();
     match path {
@@ -251,20 +286,37 @@ fn admit<'a>(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return Err(Box::new(r));
     }
-    core.keys
+    let customer = core
+        .keys
         .authenticate(
             req.headers()
                 .get(header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
         )
-        .map(|customer| {
-            core.in_flight.set(core.in_flight.get() + 1);
-            (customer, InFlight(core))
-        })
         .map_err(|e| {
             tracing::debug!(reason = %e, "rejected a request without a valid API key");
             Box::new(problem(&ApiProblem::unauthorized()))
-        })
+        })?;
+    if let Err(wait) = core
+        .shared
+        .rate_limits
+        .take(customer.as_str(), Instant::now())
+    {
+        core.shared
+            .metrics
+            .inc_counter(core.index, Counter::RateLimited);
+        let mut r = problem(&ApiProblem::too_many_requests(
+            "this API key is over its request rate; retry after the Retry-After delay",
+        ));
+        // Whole seconds, rounded up: a client that waits that long is let in.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(Box::new(r));
+    }
+    core.in_flight.set(core.in_flight.get() + 1);
+    Ok((customer, InFlight(core)))
 }
 
 /// `None` when the method is GET (or HEAD), else the 405 answer.
@@ -280,6 +332,10 @@ fn only_get(method: &Method) -> Option<Response<Body>> {
 }
 
 async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
+    if core.shared.failpoint_panic && query.is_some_and(|q| q.contains("title=__panic__")) {
+        // The test failpoint (see `Shared::failpoint_panic`): a stand-in for a bug.
+        panic!("failpoint panic-on-quote");
+    }
     let req = match quotes::parse_request(query, &core.fx) {
         Ok(r) => r,
         Err(p) => return problem(&p),

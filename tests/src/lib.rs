@@ -588,6 +588,20 @@ impl Engine {
         None
     }
 
+    /// Waits (up to `within`) for the process to exit by itself, and its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -741,6 +755,11 @@ impl Client {
         }
         headers.extend_from_slice(extra);
         self.request("POST", "/v1/purchases", &headers, body)
+    }
+
+    /// Sends raw bytes and reads nothing.
+    pub fn raw_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
     }
 
     /// Sends raw bytes and reads one answer (or the error, e.g. a closed connection).
