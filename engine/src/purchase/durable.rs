@@ -14,14 +14,31 @@ use bookbroker_storage::{Batch, Shard, StorageError};
 use futures_channel::oneshot;
 
 use crate::metrics::{Counter, Metrics};
-use crate::server::Core;
+
+/// Why a write is not known to be on disk. Always our side's fault, never the client's;
+/// the write itself happened, so the caller decides whether to sync again or give the
+/// purchase up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DurableError {
+    /// The fsync failed (shared by every write it was to cover).
+    #[error("syncing shard {shard} failed: {source}")]
+    Sync {
+        /// The shard.
+        shard: u32,
+        /// What storage said.
+        source: Arc<StorageError>,
+    },
+    /// The sync task ended before it answered: the core is stopping.
+    #[error("the sync task ended before the write was durable")]
+    Abandoned,
+}
 
 #[derive(Default)]
 struct State {
     written: u64,
     synced: u64,
     syncing: bool,
-    waiters: Vec<(u64, oneshot::Sender<Result<(), String>>)>,
+    waiters: Vec<(u64, oneshot::Sender<Result<(), DurableError>>)>,
 }
 
 /// One shard with its group commit, owned by one core.
@@ -56,17 +73,17 @@ impl GroupCommit {
         Ok(st.written)
     }
 
-    /// Waits until the write with `ticket` is on disk. `core` is where syncs are
-    /// counted.
-    pub async fn durable(self: &Rc<Self>, ticket: u64, core: &Core) -> Result<(), String> {
+    /// Waits until the write with `ticket` is on disk. Syncs are counted in core
+    /// `core`'s slot of `metrics`.
+    pub async fn durable(
+        self: &Rc<Self>,
+        ticket: u64,
+        metrics: &Arc<Metrics>,
+        core: usize,
+    ) -> Result<(), DurableError> {
         if !self.grouped {
-            let shard = self.shard.clone();
-            core.shared
-                .metrics
-                .inc_counter(core.index, Counter::StorageSyncs);
-            return crate::rt::spawn_blocking(move || shard.sync())
-                .await
-                .map_err(|e| e.to_string());
+            metrics.inc_counter(core, Counter::StorageSyncs);
+            return self.sync().await;
         }
         let (rx, start_syncing) = {
             let mut st = self.state.borrow_mut();
@@ -82,12 +99,22 @@ impl GroupCommit {
         // Spawned with no borrow held: the new task may run before this one resumes.
         if start_syncing {
             let me = Rc::clone(self);
-            let metrics = Arc::clone(&core.shared.metrics);
-            let index = core.index;
-            crate::rt::spawn(async move { me.sync_loop(&metrics, index).await }).detach();
+            let metrics = Arc::clone(metrics);
+            crate::rt::spawn(async move { me.sync_loop(&metrics, core).await }).detach();
         }
-        rx.await
-            .unwrap_or_else(|_| Err("the sync task ended early".to_string()))
+        rx.await.unwrap_or(Err(DurableError::Abandoned))
+    }
+
+    /// One fsync of the shard, off the core's thread.
+    async fn sync(&self) -> Result<(), DurableError> {
+        let shard = self.shard.clone();
+        let index = self.shard.index();
+        crate::rt::spawn_blocking(move || shard.sync())
+            .await
+            .map_err(|e| DurableError::Sync {
+                shard: index,
+                source: Arc::new(e),
+            })
     }
 
     async fn sync_loop(self: Rc<Self>, metrics: &Metrics, core: usize) {
@@ -101,10 +128,7 @@ impl GroupCommit {
                 st.written
             };
             metrics.inc_counter(core, Counter::StorageSyncs);
-            let shard = self.shard.clone();
-            let result = crate::rt::spawn_blocking(move || shard.sync())
-                .await
-                .map_err(|e| e.to_string());
+            let result = self.sync().await;
             let done: Vec<_> = {
                 let mut st = self.state.borrow_mut();
                 if result.is_ok() {

@@ -150,7 +150,11 @@ pub(super) async fn handle_post(core: &Rc<Core>, req: PurchaseRequest, shard: u3
     };
     let (ticket, guard) = wait;
     // The intent must be on disk before the saga makes its first external call.
-    if let Err(e) = owner.commit.durable(ticket, core).await {
+    if let Err(e) = owner
+        .commit
+        .durable(ticket, &core.shared.metrics, core.index)
+        .await
+    {
         tracing::error!(error = %e, "the purchase intent could not be made durable");
         owner.running.borrow_mut().remove(&purchase.id);
         drop(guard);

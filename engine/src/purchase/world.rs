@@ -318,9 +318,9 @@ impl Partners for CoreWorld {
         if sync {
             self.owner
                 .commit
-                .durable(ticket, &self.core)
+                .durable(ticket, &self.core.shared.metrics, self.core.index)
                 .await
-                .map_err(storage)?;
+                .map_err(|e| storage(e.to_string()))?;
         }
         Ok(())
     }
