@@ -2,6 +2,8 @@
 //! currencies with FX conversion and serializing the answer (exactly the code that
 //! serves `GET /v1/quotes`), and the hedging decision.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test or benchmark: panicking is how it fails
+
 use std::time::{Duration, Instant};
 
 use bookbroker_bench::offers;

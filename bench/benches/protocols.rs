@@ -1,6 +1,8 @@
 //! Decoding and encoding each seller protocol's messages, on answers shaped like what
 //! sellers send: 1 offer and 20 offers per quote.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test or benchmark: panicking is how it fails
+
 use bookbroker_bench::{isbn, offers};
 use bookbroker_protocols::http::Reply;
 use bookbroker_protocols::line::{LineBuffer, Request, Response};

@@ -3,6 +3,8 @@
 //! the idempotency lookup every purchase request starts with; `durable` compares one
 //! fsync per write with one fsync shared by a group of 32 writes (group commit), per write.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test or benchmark: panicking is how it fails
+
 use bookbroker_storage::{Batch, DataDir, IdempotencyRecord, Shard};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

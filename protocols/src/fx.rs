@@ -7,6 +7,9 @@
 //! computed exactly in 128-bit integers, then rounded **once**, half to even, to B's
 //! minor unit.
 
+// Money is computed here: every sum and index is checked (docs/style.md).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
 use crate::money::{Currency, Money};
 
 /// Why a conversion or a rate table is invalid.
@@ -160,19 +163,23 @@ fn parse_rate(text: &str) -> Result<u128, String> {
     if int_trimmed.len() > 10 {
         return Err("absurdly large".to_string());
     }
-    let mut value: u128 = 0;
-    for b in int_trimmed.bytes() {
-        value = value * 10 + u128::from(b - b'0');
-    }
-    value *= RATE_ONE;
-    let mut frac_value: u128 = 0;
-    for b in frac_trimmed.bytes() {
-        frac_value = frac_value * 10 + u128::from(b - b'0');
-    }
+    // Checked although the lengths above already bound every value far below u128's
+    // range: this is money, and the check costs nothing here.
+    let digits = |text: &str| -> Option<u128> {
+        text.bytes().try_fold(0u128, |acc, b| {
+            acc.checked_mul(10)?
+                .checked_add(u128::from(b.saturating_sub(b'0')))
+        })
+    };
+    let absurd = || "absurdly large".to_string();
+    let int_value = digits(int_trimmed)
+        .and_then(|v| v.checked_mul(RATE_ONE))
+        .ok_or_else(absurd)?;
+    let mut frac_value = digits(frac_trimmed).ok_or_else(absurd)?;
     for _ in frac_trimmed.len()..RATE_DECIMALS {
-        frac_value *= 10;
+        frac_value = frac_value.checked_mul(10).ok_or_else(absurd)?;
     }
-    value += frac_value;
+    let value = int_value.checked_add(frac_value).ok_or_else(absurd)?;
     if value == 0 {
         return Err("must be positive".to_string());
     }
@@ -207,6 +214,7 @@ fn div_round_half_even(n: i128, d: i128) -> Option<i128> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

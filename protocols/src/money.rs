@@ -1,6 +1,9 @@
 //! Money as integer minor units with an ISO-4217 currency; exact decimal-string parsing
 //! and formatting. No floating point anywhere.
 
+// Money is computed here: every sum and index is checked (docs/style.md).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
 use std::fmt;
 
 /// An ISO-4217 currency code known to bookbroker, with its number of minor digits.
@@ -209,7 +212,7 @@ impl Money {
         let mut minor: i64 = 0;
         let push = |acc: i64, b: u8| -> Result<i64, MoneyError> {
             acc.checked_mul(10)
-                .and_then(|v| v.checked_add(i64::from(b - b'0')))
+                .and_then(|v| v.checked_add(i64::from(b.saturating_sub(b'0'))))
                 .ok_or(MoneyError::OutOfRange)
         };
         for b in int_part.bytes() {
@@ -222,7 +225,7 @@ impl Money {
             minor = minor.checked_mul(10).ok_or(MoneyError::OutOfRange)?;
         }
         if negative {
-            minor = -minor;
+            minor = minor.checked_neg().ok_or(MoneyError::OutOfRange)?;
         }
         Ok(Money { minor, currency })
     }
@@ -236,11 +239,13 @@ impl Money {
         if digits == 0 {
             return format!("{sign}{abs}");
         }
-        let scale = 10u64.pow(digits);
+        // At most three minor digits (`Currency::minor_digits`), so `scale` is 1000 at
+        // most and never 0.
+        let scale = 10u64.saturating_pow(digits).max(1);
         format!(
             "{sign}{}.{:0width$}",
-            abs / scale,
-            abs % scale,
+            abs.checked_div(scale).unwrap_or(0),
+            abs.checked_rem(scale).unwrap_or(0),
             width = digits as usize
         )
     }
@@ -253,6 +258,7 @@ impl fmt::Display for Money {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

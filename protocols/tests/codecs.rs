@@ -1,6 +1,8 @@
 //! Client encoders against server decoders and server encoders against client decoders,
 //! for every HTTP protocol; decoders must be total on any bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test or benchmark: panicking is how it fails
+
 mod common;
 
 use bookbroker_protocols::admin::{self, AdminOrder, AdminOrderStatus, AdminOrders};

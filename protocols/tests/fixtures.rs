@@ -1,5 +1,7 @@
 //! Recorded-looking seller and payment traffic fed through the client-side decoders.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test or benchmark: panicking is how it fails
+
 mod common;
 
 use bookbroker_protocols::admin::{AdminOrder, AdminOrderStatus};

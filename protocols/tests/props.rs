@@ -1,5 +1,7 @@
 //! Property tests of the vocabulary (ISBN, money, FX) and the line protocol.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test or benchmark: panicking is how it fails
+
 use bookbroker_protocols::line::{sanitize_field, LineBuffer, Request, Response, MAX_LINE};
 use bookbroker_protocols::offer::{Condition, OrderRequest, QuoteQuery, SellerOffer};
 use bookbroker_protocols::{Currency, FxError, FxTable, Isbn, IsbnError, Money};

@@ -32,6 +32,8 @@
 //! assert_eq!(shard.unfinished().unwrap(), vec!["pur_1".to_string()]);
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

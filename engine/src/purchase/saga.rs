@@ -28,6 +28,9 @@
 //!   so recovery after a crash repeats calls rather than duplicating them. A state is
 //!   only taken as reached once its write succeeded.
 
+// Money is computed here: every sum and index is checked (docs/style.md).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
 use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
@@ -238,9 +241,11 @@ fn failed(p: &Purchase, reason: &str) -> Outcome {
 
 fn no_offer(p: &Purchase) -> Outcome {
     let mut body = serde_json::json!({"id": p.id, "status": "no_offer_within_limit"});
-    if let Some(l) = &p.lowest {
-        body["lowest"] =
-            serde_json::json!({"seller": l.seller, "total": l.total, "currency": l.currency});
+    if let (Some(l), Some(fields)) = (&p.lowest, body.as_object_mut()) {
+        fields.insert(
+            "lowest".into(),
+            serde_json::json!({"seller": l.seller, "total": l.total, "currency": l.currency}),
+        );
     }
     Outcome { status: 200, body }
 }
@@ -347,7 +352,11 @@ impl<'w, W: Partners> Saga<'w, W> {
         note: &str,
     ) -> Result<(), SagaError> {
         let is_purchased = outcome.status == 201;
-        tracing::info!(purchase = %next.id, status = %outcome.body["status"], "purchase finished");
+        tracing::info!(
+            purchase = %next.id,
+            status = %outcome.body.get("status").unwrap_or(&serde_json::Value::Null),
+            "purchase finished"
+        );
         next.outcome = Some(outcome);
         next.step = Step::Done;
         // The tokens are no longer needed: erase them.
@@ -905,8 +914,14 @@ pub fn backoff(attempt: u32, cap: Duration) -> Duration {
         .saturating_mul(1u64 << attempt.clamp(1, 16).saturating_sub(1))
         .min(cap_ms);
     let jitter = rand::thread_rng().gen_range(0..=base / 2);
-    Duration::from_millis((base / 2 + jitter + base / 4).min(cap_ms))
+    Duration::from_millis(
+        (base / 2)
+            .saturating_add(jitter)
+            .saturating_add(base / 4)
+            .min(cap_ms),
+    )
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests;
