@@ -542,13 +542,243 @@ impl Config {
 
     /// The FX table of `[fx]`.
     pub fn fx_table(&self) -> Result<FxTable, ConfigError> {
+        self.fx.table()
+    }
+
+    /// Every semantic problem, each naming its field: every section is checked, so one
+    /// run reports them all.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Problems::default();
+        self.server.validate(&mut out);
+        self.quotes.validate(&mut out);
+        self.hedging.validate(&mut out);
+        self.payment.validate(&mut out);
+        self.purchases.validate(&mut out);
+        self.storage.validate(&mut out);
+        let convertible = self.fx.validate(&mut out);
+        if self.sellers.is_empty() {
+            out.add("sellers", "at least one [[sellers]] is required");
+        }
+        let mut names = HashSet::new();
+        for (i, seller) in self.sellers.iter().enumerate() {
+            seller.validate(i, &convertible, &self.fx.base, &mut names, &mut out);
+        }
+        if let Some(cluster) = &self.cluster {
+            out.0.extend(cluster.problems());
+        }
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        for (i, c) in self.customers.iter().enumerate() {
+            c.validate(i, &mut ids, &mut hashes, &mut out);
+        }
+        out.0
+    }
+}
+
+/// The problems found so far.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Records that `field` is wrong.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a problem unless `lo <= value <= hi`.
+    pub fn range(&mut self, field: &str, value: u64, lo: u64, hi: u64) {
+        if value < lo || value > hi {
+            self.add(field, format!("{value} is not from {lo} to {hi}"));
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks `[server]`.
+    pub fn validate(&self, out: &mut Problems) {
+        if let Err(e) = self.listen.parse::<std::net::SocketAddr>() {
+            out.add(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like 0.0.0.0:8080 ({e})",
+                    self.listen
+                ),
+            );
+        }
+        if self.cores > 1024 {
+            out.add("server.cores", format!("{} is more than 1024", self.cores));
+        }
+        out.range(
+            "server.max_body_bytes",
+            self.max_body_bytes as u64,
+            1,
+            16 << 20,
+        );
+        out.range(
+            "server.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            1,
+            600_000,
+        );
+        out.range("server.idle_timeout_ms", self.idle_timeout_ms, 1, 3_600_000);
+        // hyper refuses request targets over 64 KiB itself, with a bare 414; staying
+        // below that keeps every refusal a problem+json answer from the router.
+        out.range(
+            "server.max_uri_bytes",
+            self.max_uri_bytes as u64,
+            256,
+            65_000,
+        );
+        out.range("server.max_headers", self.max_headers as u64, 1, 1024);
+        if self.max_in_flight_per_core == 0 {
+            out.add("server.max_in_flight_per_core", "must be at least 1");
+        }
+        if self.max_connections_per_core == 0 {
+            out.add("server.max_connections_per_core", "must be at least 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            out.add("server.data_dir", "must not be empty");
+        }
+        out.range("server.body_timeout_ms", self.body_timeout_ms, 1, 600_000);
+    }
+}
+
+impl QuotesConfig {
+    /// Checks `[quotes]`.
+    pub fn validate(&self, out: &mut Problems) {
+        out.range("quotes.deadline_ms", self.deadline_ms, 1, 60_000);
+        if self.cache_ttl_ms > 3_600_000 {
+            out.add("quotes.cache_ttl_ms", "must be at most 3600000 (one hour)");
+        }
+    }
+}
+
+impl HedgingConfig {
+    /// Checks `[hedging]`.
+    pub fn validate(&self, out: &mut Problems) {
+        let b = self.budget;
+        if !(0.0..=1.0).contains(&b) {
+            out.add("hedging.budget", format!("{b} is not between 0 and 1"));
+        }
+    }
+}
+
+impl PaymentConfig {
+    /// Checks `[payment]`.
+    pub fn validate(&self, out: &mut Problems) {
+        match parse_url(&self.url) {
+            Ok((scheme, _)) if scheme == "http" || scheme == "https" => {}
+            Ok((scheme, _)) => out.add(
+                "payment.url",
+                format!("scheme {scheme:?} is not http or https"),
+            ),
+            Err(e) => out.add("payment.url", e),
+        }
+        out.range("payment.timeout_ms", self.timeout_ms, 1, 60_000);
+    }
+}
+
+impl PurchasesConfig {
+    /// Checks `[purchases]`.
+    pub fn validate(&self, out: &mut Problems) {
+        if self.wait_ms > 600_000 {
+            out.add("purchases.wait_ms", "must be at most 600000");
+        }
+        out.range(
+            "purchases.key_retention_hours",
+            self.key_retention_hours,
+            1,
+            24 * 365,
+        );
+        if !self.token_key.is_empty()
+            && (self.token_key.len() != 64 || hex::decode(&self.token_key).is_err())
+        {
+            out.add(
+                "purchases.token_key",
+                "must be 64 hex digits (32 bytes), or empty",
+            );
+        }
+        out.range("purchases.step_timeout_ms", self.step_timeout_ms, 1, 60_000);
+        if self.step_retry_ms < self.step_timeout_ms || self.step_retry_ms > 3_600_000 {
+            out.add(
+                "purchases.step_retry_ms",
+                "must be at least step_timeout_ms and at most 3600000",
+            );
+        }
+        if self.max_reorders > 100 {
+            out.add("purchases.max_reorders", "must be at most 100");
+        }
+        for (name, value) in [
+            ("purchases.max_running_per_core", self.max_running_per_core),
+            (
+                "purchases.max_running_per_customer",
+                self.max_running_per_customer,
+            ),
+            ("purchases.recovery_concurrency", self.recovery_concurrency),
+        ] {
+            out.range(name, value as u64, 1, 1_000_000);
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks `[storage]`.
+    pub fn validate(&self, out: &mut Problems) {
+        if self.shards > 4096 {
+            out.add("storage.shards", "must be at most 4096");
+        }
+    }
+}
+
+impl FxConfig {
+    /// Checks `[fx]`; returns the currencies a price can be converted from (the base
+    /// and every currency with a rate).
+    pub fn validate(&self, out: &mut Problems) -> HashSet<String> {
+        let base = Currency::parse(&self.base);
+        if let Err(e) = &base {
+            out.add("fx.base", e.to_string());
+        }
+        let mut convertible: HashSet<String> = HashSet::new();
+        convertible.insert(self.base.clone());
+        let mut rates_ok = base.is_ok();
+        for (code, rate) in &self.rates {
+            let field = format!("fx.rates.{code}");
+            match Currency::parse(code) {
+                Err(e) => {
+                    out.add(field.clone(), e.to_string());
+                    rates_ok = false;
+                }
+                Ok(_) => {
+                    convertible.insert(code.clone());
+                }
+            }
+            if !rate.is_finite() || *rate <= 0.0 {
+                out.add(field, format!("rate {rate} must be a positive number"));
+                rates_ok = false;
+            } else if *rate > 1e9 || *rate < 1e-9 {
+                out.add(field, format!("rate {rate} is absurd"));
+            }
+        }
+        // Only a table whose parts each parse can say what is wrong with the whole.
+        if rates_ok {
+            if let Err(ConfigError::Invalid(ps)) = self.table() {
+                out.0.extend(ps);
+            }
+        }
+        convertible
+    }
+
+    /// The FX table.
+    pub fn table(&self) -> Result<FxTable, ConfigError> {
         let bad =
             |field: String, message: String| ConfigError::Invalid(vec![Problem { field, message }]);
-        let base =
-            Currency::parse(&self.fx.base).map_err(|e| bad("fx.base".into(), e.to_string()))?;
-        let mut rates = Vec::with_capacity(self.fx.rates.len());
-        let mut texts = Vec::with_capacity(self.fx.rates.len());
-        for (code, rate) in &self.fx.rates {
+        let base = Currency::parse(&self.base).map_err(|e| bad("fx.base".into(), e.to_string()))?;
+        let mut rates = Vec::with_capacity(self.rates.len());
+        let mut texts = Vec::with_capacity(self.rates.len());
+        for (code, rate) in &self.rates {
             let c = Currency::parse(code)
                 .map_err(|e| bad(format!("fx.rates.{code}"), e.to_string()))?;
             rates.push(c);
@@ -561,328 +791,127 @@ impl Config {
             .collect();
         FxTable::new(base, &pairs).map_err(|e| bad("fx.rates".into(), e.to_string()))
     }
+}
 
-    /// Every semantic problem, each naming its field.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut p = |field: String, message: String| out.push(Problem { field, message });
-
-        let s = &self.server;
-        if let Err(e) = s.listen.parse::<std::net::SocketAddr>() {
-            p(
-                "server.listen".into(),
-                format!("{:?} is not an address like 0.0.0.0:8080 ({e})", s.listen),
-            );
-        }
-        if s.cores > 1024 {
-            p(
-                "server.cores".into(),
-                format!("{} is more than 1024", s.cores),
-            );
-        }
-        if s.max_body_bytes == 0 || s.max_body_bytes > 16 << 20 {
-            p(
-                "server.max_body_bytes".into(),
-                "must be from 1 to 16777216".into(),
-            );
-        }
-        if s.header_read_timeout_ms == 0 || s.header_read_timeout_ms > 600_000 {
-            p(
-                "server.header_read_timeout_ms".into(),
-                "must be from 1 to 600000".into(),
-            );
-        }
-        if s.idle_timeout_ms == 0 || s.idle_timeout_ms > 3_600_000 {
-            p(
-                "server.idle_timeout_ms".into(),
-                "must be from 1 to 3600000".into(),
-            );
-        }
-        // hyper refuses request targets over 64 KiB itself, with a bare 414; staying
-        // below that keeps every refusal a problem+json answer.
-        if s.max_uri_bytes < 256 || s.max_uri_bytes > 65_000 {
-            p(
-                "server.max_uri_bytes".into(),
-                "must be from 256 to 65000".into(),
-            );
-        }
-        if s.max_headers == 0 || s.max_headers > 1024 {
-            p("server.max_headers".into(), "must be from 1 to 1024".into());
-        }
-        if s.max_in_flight_per_core == 0 {
-            p(
-                "server.max_in_flight_per_core".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if s.max_connections_per_core == 0 {
-            p(
-                "server.max_connections_per_core".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if s.data_dir.as_os_str().is_empty() {
-            p("server.data_dir".into(), "must not be empty".into());
-        }
-        if self.quotes.deadline_ms == 0 || self.quotes.deadline_ms > 60_000 {
-            p(
-                "quotes.deadline_ms".into(),
-                format!("{} is not from 1 to 60000", self.quotes.deadline_ms),
-            );
-        }
-        if self.quotes.cache_ttl_ms > 3_600_000 {
-            p(
-                "quotes.cache_ttl_ms".into(),
-                "must be at most 3600000 (one hour)".into(),
-            );
-        }
-        let b = self.hedging.budget;
-        if !(0.0..=1.0).contains(&b) {
-            p(
-                "hedging.budget".into(),
-                format!("{b} is not between 0 and 1"),
-            );
-        }
-        match parse_url(&self.payment.url) {
-            Ok((scheme, _)) if scheme == "http" || scheme == "https" => {}
-            Ok((scheme, _)) => p(
-                "payment.url".into(),
-                format!("scheme {scheme:?} is not http or https"),
-            ),
-            Err(e) => p("payment.url".into(), e),
-        }
-        let pc = &self.purchases;
-        if pc.wait_ms > 600_000 {
-            p("purchases.wait_ms".into(), "must be at most 600000".into());
-        }
-        if pc.key_retention_hours == 0 || pc.key_retention_hours > 24 * 365 {
-            p(
-                "purchases.key_retention_hours".into(),
-                "must be from 1 to 8760".into(),
-            );
-        }
-        if !pc.token_key.is_empty()
-            && (pc.token_key.len() != 64 || hex::decode(&pc.token_key).is_err())
+impl SellerConfig {
+    /// Checks `[[sellers]]` number `i`. `convertible` and `base` are from `[fx]`;
+    /// `names` collects the names seen so far (they must differ).
+    pub fn validate(
+        &self,
+        i: usize,
+        convertible: &HashSet<String>,
+        base: &str,
+        names: &mut HashSet<String>,
+        out: &mut Problems,
+    ) {
+        let f = |k: &str| format!("sellers[{i}].{k}");
+        if self.name.is_empty() {
+            out.add(f("name"), "must not be empty");
+        } else if !self
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
-            p(
-                "purchases.token_key".into(),
-                "must be 64 hex digits (32 bytes), or empty".into(),
+            out.add(
+                f("name"),
+                format!("{:?} may only contain a-z, 0-9, - and _", self.name),
+            );
+        } else if self.name.len() > 64 {
+            out.add(f("name"), "is longer than 64 characters");
+        }
+        if !self.name.is_empty() && !names.insert(self.name.clone()) {
+            out.add(
+                f("name"),
+                format!("{:?} is used by another seller", self.name),
             );
         }
-        if pc.step_timeout_ms == 0 || pc.step_timeout_ms > 60_000 {
-            p(
-                "purchases.step_timeout_ms".into(),
-                "must be from 1 to 60000".into(),
-            );
+        if self.endpoints.is_empty() {
+            out.add(f("endpoints"), "at least one endpoint is required");
         }
-        if pc.step_retry_ms < pc.step_timeout_ms || pc.step_retry_ms > 3_600_000 {
-            p(
-                "purchases.step_retry_ms".into(),
-                "must be at least step_timeout_ms and at most 3600000".into(),
-            );
-        }
-        if pc.max_reorders > 100 {
-            p(
-                "purchases.max_reorders".into(),
-                "must be at most 100".into(),
-            );
-        }
-        for (name, value) in [
-            ("purchases.max_running_per_core", pc.max_running_per_core),
-            (
-                "purchases.max_running_per_customer",
-                pc.max_running_per_customer,
-            ),
-            ("purchases.recovery_concurrency", pc.recovery_concurrency),
-        ] {
-            if value == 0 || value > 1_000_000 {
-                p(name.into(), "must be from 1 to 1000000".into());
-            }
-        }
-        if self.server.body_timeout_ms == 0 || self.server.body_timeout_ms > 600_000 {
-            p(
-                "server.body_timeout_ms".into(),
-                "must be from 1 to 600000".into(),
-            );
-        }
-        if self.storage.shards > 4096 {
-            p("storage.shards".into(), "must be at most 4096".into());
-        }
-        if self.payment.timeout_ms == 0 || self.payment.timeout_ms > 60_000 {
-            p(
-                "payment.timeout_ms".into(),
-                "must be from 1 to 60000".into(),
-            );
-        }
-
-        let base = Currency::parse(&self.fx.base);
-        if let Err(e) = &base {
-            p("fx.base".into(), e.to_string());
-        }
-        let mut convertible: HashSet<String> = HashSet::new();
-        convertible.insert(self.fx.base.clone());
-        for (code, rate) in &self.fx.rates {
-            let field = format!("fx.rates.{code}");
-            match Currency::parse(code) {
-                Err(e) => p(field.clone(), e.to_string()),
-                Ok(_) => {
-                    convertible.insert(code.clone());
-                }
-            }
-            if !rate.is_finite() || *rate <= 0.0 {
-                p(field, format!("rate {rate} must be a positive number"));
-            } else if *rate > 1e9 || *rate < 1e-9 {
-                p(field, format!("rate {rate} is absurd"));
-            }
-        }
-        let mut rates_ok = base.is_ok();
-        for (code, rate) in &self.fx.rates {
-            rates_ok &= Currency::parse(code).is_ok() && rate.is_finite() && *rate > 0.0;
-        }
-        if rates_ok {
-            if let Err(ConfigError::Invalid(ps)) = self.fx_table() {
-                for q in ps {
-                    p(q.field, q.message);
-                }
-            }
-        }
-
-        if self.sellers.is_empty() {
-            p(
-                "sellers".into(),
-                "at least one [[sellers]] is required".into(),
-            );
-        }
-        let mut names = HashSet::new();
-        for (i, seller) in self.sellers.iter().enumerate() {
-            let f = |k: &str| format!("sellers[{i}].{k}");
-            if seller.name.is_empty() {
-                p(f("name"), "must not be empty".into());
-            } else if !seller
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            {
-                p(
-                    f("name"),
-                    format!("{:?} may only contain a-z, 0-9, - and _", seller.name),
-                );
-            } else if seller.name.len() > 64 {
-                p(f("name"), "is longer than 64 characters".into());
-            }
-            if !seller.name.is_empty() && !names.insert(seller.name.clone()) {
-                p(
-                    f("name"),
-                    format!("{:?} is used by another seller", seller.name),
-                );
-            }
-            if seller.endpoints.is_empty() {
-                p(f("endpoints"), "at least one endpoint is required".into());
-            }
-            let mut https = false;
-            for (j, ep) in seller.endpoints.iter().enumerate() {
-                let field = format!("sellers[{i}].endpoints[{j}]");
-                match parse_url(ep) {
-                    Err(e) => p(field, e),
-                    Ok((scheme, _)) => {
-                        let ok = match seller.protocol {
-                            Protocol::Json | Protocol::Xml => scheme == "http" || scheme == "https",
-                            Protocol::Line => scheme == "tcp",
+        let mut https = false;
+        for (j, ep) in self.endpoints.iter().enumerate() {
+            let field = format!("sellers[{i}].endpoints[{j}]");
+            match parse_url(ep) {
+                Err(e) => out.add(field, e),
+                Ok((scheme, _)) => {
+                    let ok = match self.protocol {
+                        Protocol::Json | Protocol::Xml => scheme == "http" || scheme == "https",
+                        Protocol::Line => scheme == "tcp",
+                    };
+                    https |= scheme == "https";
+                    if !ok {
+                        let want = match self.protocol {
+                            Protocol::Line => "tcp://",
+                            _ => "http:// or https://",
                         };
-                        https |= scheme == "https";
-                        if !ok {
-                            let want = match seller.protocol {
-                                Protocol::Line => "tcp://",
-                                _ => "http:// or https://",
-                            };
-                            p(
-                                field,
-                                format!("{ep:?} is not {want} (protocol {:?})", seller.protocol),
-                            );
-                        }
+                        out.add(
+                            field,
+                            format!("{ep:?} is not {want} (protocol {:?})", self.protocol),
+                        );
                     }
                 }
             }
-            match Currency::parse(&seller.currency) {
-                Err(e) => p(f("currency"), e.to_string()),
-                Ok(_) if !convertible.contains(&seller.currency) => p(
-                    f("currency"),
-                    format!(
-                        "{} has no rate in [fx] rates (base {})",
-                        seller.currency, self.fx.base
-                    ),
-                ),
-                Ok(_) => {}
-            }
-            if seller.timeout_ms == 0 || seller.timeout_ms > 60_000 {
-                p(
-                    f("timeout_ms"),
-                    format!("{} is not from 1 to 60000", seller.timeout_ms),
-                );
-            }
-            if seller.max_concurrency == 0 {
-                p(f("max_concurrency"), "must be at least 1".into());
-            }
-            if seller.line_connections == 0 || seller.line_connections > 64 {
-                p(f("line_connections"), "must be from 1 to 64".into());
-            }
-            if let Some(ca) = &seller.ca_file {
-                if !https {
-                    p(f("ca_file"), "is only used with https:// endpoints".into());
-                } else if !ca.is_file() {
-                    p(f("ca_file"), format!("{} does not exist", ca.display()));
-                }
+        }
+        match Currency::parse(&self.currency) {
+            Err(e) => out.add(f("currency"), e.to_string()),
+            Ok(_) if !convertible.contains(&self.currency) => out.add(
+                f("currency"),
+                format!("{} has no rate in [fx] rates (base {base})", self.currency),
+            ),
+            Ok(_) => {}
+        }
+        out.range(&f("timeout_ms"), self.timeout_ms, 1, 60_000);
+        if self.max_concurrency == 0 {
+            out.add(f("max_concurrency"), "must be at least 1");
+        }
+        out.range(&f("line_connections"), self.line_connections as u64, 1, 64);
+        if let Some(ca) = &self.ca_file {
+            if !https {
+                out.add(f("ca_file"), "is only used with https:// endpoints");
+            } else if !ca.is_file() {
+                out.add(f("ca_file"), format!("{} does not exist", ca.display()));
             }
         }
+    }
+}
 
-        if let Some(cluster) = &self.cluster {
-            for problem in cluster.problems() {
-                p(problem.field, problem.message);
-            }
+impl CustomerConfig {
+    /// Checks `[[customers]]` number `i`; `ids` and `hashes` collect what was seen so
+    /// far (both must differ between customers).
+    pub fn validate(
+        &self,
+        i: usize,
+        ids: &mut HashSet<String>,
+        hashes: &mut HashSet<String>,
+        out: &mut Problems,
+    ) {
+        let f = |k: &str| format!("customers[{i}].{k}");
+        if self.id.is_empty() {
+            out.add(f("id"), "must not be empty");
+        } else if !ids.insert(self.id.clone()) {
+            out.add(f("id"), format!("{:?} is used twice", self.id));
         }
-
-        let mut ids = HashSet::new();
-        let mut hashes = HashSet::new();
-        for (i, c) in self.customers.iter().enumerate() {
-            if c.id.is_empty() {
-                p(format!("customers[{i}].id"), "must not be empty".into());
-            } else if !ids.insert(c.id.clone()) {
-                p(
-                    format!("customers[{i}].id"),
-                    format!("{:?} is used twice", c.id),
-                );
-            }
-            let h = &c.api_key_sha256;
-            if h.len() != 64
-                || !h
-                    .chars()
-                    .all(|ch| ch.is_ascii_digit() || ('a'..='f').contains(&ch))
-            {
-                p(
-                    format!("customers[{i}].api_key_sha256"),
-                    "must be 64 lower-case hex digits (the SHA-256 of the API key)".into(),
-                );
-            } else if !hashes.insert(h.clone()) {
-                p(
-                    format!("customers[{i}].api_key_sha256"),
-                    "is the same key as another customer's".into(),
-                );
-            }
-            if let Some(r) = c.rate_per_sec {
-                if r == 0 || r > 10_000_000 {
-                    p(
-                        format!("customers[{i}].rate_per_sec"),
-                        format!("{r} is not from 1 to 10000000"),
-                    );
-                }
-            }
-            match (c.burst, c.rate_per_sec) {
-                (Some(0), _) => p(format!("customers[{i}].burst"), "must be at least 1".into()),
-                (Some(_), None) => p(format!("customers[{i}].burst"), "needs rate_per_sec".into()),
-                _ => {}
-            }
+        let h = &self.api_key_sha256;
+        if h.len() != 64
+            || !h
+                .chars()
+                .all(|ch| ch.is_ascii_digit() || ('a'..='f').contains(&ch))
+        {
+            out.add(
+                f("api_key_sha256"),
+                "must be 64 lower-case hex digits (the SHA-256 of the API key)",
+            );
+        } else if !hashes.insert(h.clone()) {
+            out.add(f("api_key_sha256"), "is the same key as another customer's");
         }
-        out
+        if let Some(r) = self.rate_per_sec {
+            out.range(&f("rate_per_sec"), u64::from(r), 1, 10_000_000);
+        }
+        match (self.burst, self.rate_per_sec) {
+            (Some(0), _) => out.add(f("burst"), "must be at least 1"),
+            (Some(_), None) => out.add(f("burst"), "needs rate_per_sec"),
+            _ => {}
+        }
     }
 }
 
