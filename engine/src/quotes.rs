@@ -27,10 +27,9 @@ use crate::hedge::HedgeState;
 use crate::metrics::Counter;
 use crate::problem::ApiProblem;
 use crate::sellers::{SellerClient, SellerError};
-use crate::server::Core;
+use crate::state::Core;
 
-/// Longest title accepted in a query, in bytes.
-pub const MAX_TITLE_BYTES: usize = 512;
+pub use bookbroker_protocols::offer::MAX_TITLE_BYTES;
 
 /// A validated quote request.
 #[derive(Debug, Clone, PartialEq, Eq)]

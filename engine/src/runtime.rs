@@ -20,48 +20,18 @@ use crate::purchase;
 use crate::purchase::durable::GroupCommit;
 use crate::purchase::lane::{LaneReceiver, Lanes};
 use crate::purchase::secrets::TokenCipher;
-use crate::purchase::world::{CustomerCounts, Purchases, ShardOwner};
+use crate::purchase::state::{CustomerCounts, Purchases, ShardOwner};
 use crate::rt::{self, Backend};
 use crate::sellers::SellerClient;
-use crate::server::{self, Core};
+use crate::server;
 use crate::signal::LocalSignal;
+use crate::state::{Core, Shared};
 use bookbroker_storage::DataDir;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Most (seller, query) keys one core's quote cache holds.
 pub const CACHE_MAX_ENTRIES: usize = 200_000;
-
-/// State shared read-only by every core (plus the shutdown flag and metrics, which are
-/// atomics).
-pub struct Shared {
-    /// The validated config.
-    pub config: Config,
-    /// Where every core listens.
-    pub listen: SocketAddr,
-    /// Number of cores serving.
-    pub cores: usize,
-    /// The executor backend every core runs.
-    pub backend: Backend,
-    /// Metrics, one slot per core.
-    pub metrics: Arc<Metrics>,
-    /// Set once when the process should stop.
-    pub shutdown: AtomicBool,
-    /// Every core's purchase inbox.
-    pub lanes: Lanes,
-    /// The data directory (its shard count is fixed).
-    pub data: DataDir,
-    /// Token encryption and request fingerprints.
-    pub cipher: Arc<TokenCipher>,
-    /// Running purchases per customer, across cores.
-    pub running_per_customer: CustomerCounts,
-    /// Request rates of the customers with `rate_per_sec`, across cores.
-    pub rate_limits: crate::ratelimit::RateLimits,
-    /// Set by the environment variable `BOOKBROKER_FAILPOINT=panic-on-quote` (tests
-    /// only): a quote for the title `__panic__` panics its core, so the test suite can
-    /// see what a bug in a core does to the process.
-    pub failpoint_panic: bool,
-}
 
 /// Why the engine could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]

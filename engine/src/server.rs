@@ -2,12 +2,10 @@
 //! connection, routing, authentication and the small routes. Everything here is owned
 //! by the core it runs on.
 
-use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,46 +15,16 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 
-use bookbroker_protocols::FxTable;
-
-use crate::auth::{ApiKeys, CustomerId};
-use crate::cache::QuoteCache;
+use crate::auth::CustomerId;
 use crate::conn::{ConnClock, Phase, Watched};
 use crate::metrics::{Counter, Route, SellerOutcome};
 use crate::net::CoreTimer;
 use crate::problem::ApiProblem;
 use crate::quotes;
+use crate::respond::{json, problem, text, Body};
 use crate::rt::{self, HyperIo, TcpListener, TcpStream};
-use crate::runtime::Shared;
-use crate::sellers::{SellerClient, SellerError};
-use crate::signal::LocalSignal;
-
-/// The body type of every answer.
-pub type Body = Full<Bytes>;
-
-/// Everything one core needs to serve requests.
-pub struct Core {
-    /// Index of this core (0-based), also its metrics slot.
-    pub index: usize,
-    /// State shared read-only by all cores.
-    pub shared: Arc<Shared>,
-    /// This core's copy of the API keys.
-    pub keys: ApiKeys,
-    /// This core's copy of the FX table.
-    pub fx: FxTable,
-    /// This core's seller clients, in config order.
-    pub sellers: Vec<SellerClient>,
-    /// Raised when the core should stop accepting and drain.
-    pub shutdown: Rc<LocalSignal>,
-    /// Client connections open on this core.
-    pub open_connections: Cell<usize>,
-    /// The quote cache, when `quotes.cache_ttl_ms` > 0.
-    pub cache: Option<RefCell<QuoteCache>>,
-    /// `/v1` requests this core is working on.
-    pub in_flight: Cell<usize>,
-    /// The shards this core owns and its payment client.
-    pub purchases: crate::purchase::world::Purchases,
-}
+use crate::sellers::SellerError;
+use crate::state::Core;
 
 /// Counts a request as in flight on its core for as long as it lives.
 struct InFlight<'a>(&'a Core);
@@ -369,46 +337,6 @@ async fn quote(core: &Rc<Core>, query: Option<&str>) -> Response<Body> {
             .inc_counter(core.index, Counter::QuotesPartial);
     }
     json(StatusCode::OK, body)
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-/// A JSON answer.
-pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// A problem+json answer.
-pub fn problem(p: &ApiProblem) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(p.body())));
-    *r.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(ApiProblem::CONTENT_TYPE),
-    );
-    if p.status == 401 {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    if p.status == 429 {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
 }
 
 /// Binds this core's listener (with SO_REUSEPORT, so every core binds the same address,

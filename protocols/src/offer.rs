@@ -68,6 +68,10 @@ impl ConditionFilter {
     }
 }
 
+/// Longest title a customer may search for or buy by, in bytes: every seller protocol
+/// carries it, and `line` puts it on one line.
+pub const MAX_TITLE_BYTES: usize = 512;
+
 /// What a customer searches for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QuoteQuery {

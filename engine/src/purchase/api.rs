@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::secrets::{Secret, TokenCipher};
 use crate::problem::ApiProblem;
-use crate::quotes::MAX_TITLE_BYTES;
+use bookbroker_protocols::offer::MAX_TITLE_BYTES;
 
 /// Longest idempotency key (the draft's limit for this API).
 pub const MAX_KEY_LEN: usize = 255;

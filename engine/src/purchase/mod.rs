@@ -15,6 +15,7 @@ pub mod record;
 mod routes;
 pub mod saga;
 pub mod secrets;
+pub mod state;
 mod upkeep;
 pub mod world;
 

@@ -12,11 +12,12 @@ use super::api::PurchaseRequest;
 use super::ids::new_id;
 use super::lane::{Answer, Job};
 use super::record::{Outcome, Purchase, Wanted};
-use super::world::{now_ms, RunningGuard, ShardOwner};
+use super::state::{now_ms, ShardOwner};
+use super::world::RunningGuard;
 use crate::cluster::Membership;
 use crate::metrics::Counter;
 use crate::problem::ApiProblem;
-use crate::server::Core;
+use crate::state::Core;
 
 /// Serves this core's inbox until every sender is gone.
 pub async fn serve_lane(core: Rc<Core>, inbox: super::lane::LaneReceiver) {

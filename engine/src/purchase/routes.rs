@@ -17,7 +17,8 @@ use super::lane::{Answer, Job};
 use crate::auth::CustomerId;
 use crate::cluster::Membership;
 use crate::problem::ApiProblem;
-use crate::server::{Body, Core};
+use crate::respond::Body;
+use crate::state::Core;
 
 /// The HTTP response for an answer from the owning core.
 pub(super) fn to_response(a: Answer) -> Response<Body> {
@@ -29,7 +30,7 @@ pub(super) fn to_response(a: Answer) -> Response<Body> {
         );
         r
     } else {
-        crate::server::json(StatusCode::OK, a.body)
+        crate::respond::json(StatusCode::OK, a.body)
     };
     *r.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if a.status == 429 {
@@ -51,13 +52,13 @@ pub(super) async fn over_the_lane(
 ) -> Response<Body> {
     let owner = owner_core(shard, core.shared.cores);
     if core.shared.lanes.send(owner, job).is_err() {
-        return crate::server::problem(&ApiProblem::service_unavailable(
+        return crate::respond::problem(&ApiProblem::service_unavailable(
             "the core owning this purchase has stopped; retry shortly",
         ));
     }
     match rx.await {
         Ok(a) => to_response(a),
-        Err(_) => crate::server::problem(&ApiProblem::service_unavailable(
+        Err(_) => crate::respond::problem(&ApiProblem::service_unavailable(
             "the purchase could not be handled; retry with the same key",
         )),
     }
@@ -73,15 +74,15 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
-        return crate::server::problem(&ApiProblem::unsupported_media_type());
+        return crate::respond::problem(&ApiProblem::unsupported_media_type());
     }
     let key = match super::api::check_key(headers.get("idempotency-key").map(|v| v.as_bytes())) {
         Ok(k) => k,
-        Err(p) => return crate::server::problem(&p),
+        Err(p) => return crate::respond::problem(&p),
     };
     // Another node's purchase: say whose, before reading the body or starting anything.
     if let Err(p) = Membership::of(&core.shared.config).check_key(&key) {
-        return crate::server::problem(&p);
+        return crate::respond::problem(&p);
     }
     let respond_async = super::api::prefers_async(headers.get("prefer").map(|v| v.as_bytes()));
     let limit = core.shared.config.server.max_body_bytes;
@@ -93,7 +94,7 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
     )
     .await;
     let Some(read) = read else {
-        return crate::server::problem(&ApiProblem::request_timeout(body_timeout_ms));
+        return crate::respond::problem(&ApiProblem::request_timeout(body_timeout_ms));
     };
     let body = match read {
         Ok(b) => b.to_bytes(),
@@ -101,9 +102,9 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return crate::server::problem(&ApiProblem::payload_too_large(limit));
+                return crate::respond::problem(&ApiProblem::payload_too_large(limit));
             }
-            return crate::server::problem(&ApiProblem::bad_request(
+            return crate::respond::problem(&ApiProblem::bad_request(
                 "the request body could not be read",
             ));
         }
@@ -117,7 +118,7 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
         respond_async,
     ) {
         Ok(r) => r,
-        Err(p) => return crate::server::problem(&p),
+        Err(p) => return crate::respond::problem(&p),
     };
     let shard = shard_for(&request.customer, &request.key, purchases.shard_count);
     let (reply, rx) = oneshot::channel();
@@ -132,10 +133,10 @@ pub async fn post(core: &Rc<Core>, req: Request<Incoming>, customer: CustomerId)
 /// `GET /v1/purchases/{id}` on the accepting core.
 pub async fn get(core: &Rc<Core>, id: &str, customer: CustomerId) -> Response<Body> {
     if let Err(p) = Membership::of(&core.shared.config).check_id(id) {
-        return crate::server::problem(&p);
+        return crate::respond::problem(&p);
     }
     let Some(shard) = shard_of(id).filter(|s| *s < core.purchases.shard_count) else {
-        return crate::server::problem(&ApiProblem::not_found());
+        return crate::respond::problem(&ApiProblem::not_found());
     };
     let (reply, rx) = oneshot::channel();
     let job = Job::Get {

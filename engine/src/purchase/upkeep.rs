@@ -9,9 +9,10 @@ use futures_util::StreamExt as _;
 
 use super::owner::load;
 use super::record::Step;
-use super::world::{now_ms, RunningGuard, ShardOwner};
+use super::state::{now_ms, ShardOwner};
+use super::world::RunningGuard;
 use crate::metrics::Counter;
-use crate::server::Core;
+use crate::state::Core;
 
 /// Resumes every unfinished purchase of this core's shards: all are registered as
 /// running at once (so a replay answers 409 rather than starting a second saga), and at
