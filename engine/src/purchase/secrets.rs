@@ -11,27 +11,44 @@ use std::path::Path;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Environment variable that may hold the token key (64 hex digits).
 pub const TOKEN_KEY_ENV: &str = "BOOKBROKER_TOKEN_KEY";
 /// File in the data directory holding a generated token key.
 pub const TOKEN_KEY_FILE: &str = "token.key";
 
-/// A string that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A string that must never be printed, wiped from memory when dropped (`secrecy`,
+/// over `zeroize`).
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: String) -> Secret {
-        Secret(value)
+        Secret(SecretString::from(value))
     }
 
     /// The value itself, for the one place that sends it upstream.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl Clone for Secret {
+    /// A second copy, wiped on its own drop. (`secrecy` keeps strings from being cloned
+    /// by accident; a purchase needs one copy in its record and one in flight.)
+    fn clone(&self) -> Secret {
+        Secret::new(self.expose().to_owned())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
