@@ -198,9 +198,9 @@ async fn cached(
                 let (outcome, hedged) = ask(&owner, seller, &q, deadline).await;
                 (outcome.map(Rc::new), hedged)
             });
-            cache.borrow_mut().start(key.clone(), flight.clone(), now);
-            let (outcome, hedged) = flight.await;
-            cache.borrow_mut().complete(&key, &outcome, now);
+            // If this request goes away before the answer, the starter's guard inside
+            // `single_flight` takes the entry out, so abandoned calls do not pile up.
+            let (outcome, hedged) = cache::single_flight(cache, key, flight, now).await;
             return (outcome.map(|o| o.to_vec()), hedged);
         }
     };
