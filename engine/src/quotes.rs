@@ -21,7 +21,7 @@ use bookbroker_protocols::{
 };
 use serde::Serialize;
 
-use crate::breaker::Refusal;
+use crate::breaker::{Breaker, Refusal};
 use crate::cache::{self, Lookup, QuoteCache};
 use crate::hedge::HedgeState;
 use crate::metrics::Counter;
@@ -226,23 +226,28 @@ async fn ask(
     if budget.is_zero() {
         return (Err(SellerError::Timeout), false);
     }
-    if let Err(refusal) = seller.breaker.borrow_mut().admit(now) {
-        return match refusal {
-            Refusal::Open => {
-                metrics.inc_counter(core.index, Counter::BreakerRefusals);
-                (Err(SellerError::Unavailable("circuit open".into())), false)
-            }
-            Refusal::RetryAfter => {
-                metrics.inc_counter(core.index, Counter::RetryAfterRefusals);
-                (
-                    Err(SellerError::RateLimited {
-                        retry_after_ms: None,
-                    }),
-                    false,
-                )
-            }
-        };
-    }
+    // Held until the outcome is known: dropped without one (this future cancelled, or
+    // the outcome says we never asked), a half-open probe goes to the next request.
+    let admission = match Breaker::enter(&seller.breaker, now) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            return match refusal {
+                Refusal::Open => {
+                    metrics.inc_counter(core.index, Counter::BreakerRefusals);
+                    (Err(SellerError::Unavailable("circuit open".into())), false)
+                }
+                Refusal::RetryAfter => {
+                    metrics.inc_counter(core.index, Counter::RetryAfterRefusals);
+                    (
+                        Err(SellerError::RateLimited {
+                            retry_after_ms: None,
+                        }),
+                        false,
+                    )
+                }
+            };
+        }
+    };
     if let Some(hedge) = &seller.hedge {
         // Every primary earns its share of hedges and retries, hedged or not.
         hedge.borrow_mut().budget.deposit(now);
@@ -257,16 +262,15 @@ async fn ask(
         }
     }
     let done = Instant::now();
-    let mut breaker = seller.breaker.borrow_mut();
     match &outcome {
         Ok(_) => {
-            breaker.on_success();
+            admission.success();
             if let Some(hedge) = &seller.hedge {
                 hedge.borrow_mut().window.record(done - now, done);
             }
         }
         Err(SellerError::RateLimited { retry_after_ms }) => {
-            breaker.on_busy(done, retry_after_ms.map(Duration::from_millis));
+            admission.busy(done, retry_after_ms.map(Duration::from_millis));
         }
         Err(SellerError::Timeout)
         | Err(SellerError::Failed(_))
@@ -274,7 +278,7 @@ async fn ask(
         | Err(SellerError::Transient(_))
         | Err(SellerError::InProgress { .. })
         | Err(SellerError::Unconfirmed { .. }) => {
-            if breaker.on_failure(done) {
+            if admission.failure(done) {
                 tracing::warn!(
                     seller = &*seller.name,
                     "circuit opened after repeated failures"
@@ -282,7 +286,8 @@ async fn ask(
                 metrics.inc_counter(core.index, Counter::BreakerOpened);
             }
         }
-        Err(SellerError::Unavailable(_)) => {}
+        // Not asked: no outcome to record; dropping the admission frees a probe.
+        Err(SellerError::Unavailable(_)) => drop(admission),
     }
     (outcome, hedged)
 }
