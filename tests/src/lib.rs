@@ -18,6 +18,7 @@ use bookbroker_protocols::payment::{self, Ledger, LedgerEntry, LedgerKind};
 use bookbroker_protocols::{Currency, FxTable, Money};
 
 pub mod cluster;
+pub mod faultproxy;
 
 /// The API key of customer `demo` in every test scenario.
 pub const KEY: &str = "demo-key-123";
