@@ -8,7 +8,13 @@
 //! A seller that says it is overloaded (429/503 `Retry-After`, `BUSY`) is not asked again
 //! before the time it named (capped at [`MAX_RETRY_AFTER`]), and is reported
 //! `rate_limited` meanwhile.
+//!
+//! A request is let through as an [`Admission`], which records its outcome. A probe's
+//! admission dropped without an outcome (the probe was refused by our own concurrency
+//! cap, or its customer went away) hands the probe to the next request instead of
+//! leaving the breaker waiting for an answer that will never be recorded.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 /// Consecutive failures that open the breaker.
@@ -42,6 +48,17 @@ pub struct Breaker {
     state: State,
     cooldown: Duration,
     not_before: Option<Instant>,
+    /// Counts probes let through, so an old probe's admission cannot end a newer probe.
+    probes: u64,
+}
+
+/// A request the breaker let through. Record its outcome with [`Admission::success`],
+/// [`Admission::failure`] or [`Admission::busy`]; dropping it records nothing.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    breaker: &'a RefCell<Breaker>,
+    /// `Some(n)` when this request is the `n`-th half-open probe.
+    probe: Option<u64>,
 }
 
 impl Default for Breaker {
@@ -50,12 +67,28 @@ impl Default for Breaker {
             state: State::Closed { failures: 0 },
             cooldown: BASE_COOLDOWN,
             not_before: None,
+            probes: 0,
         }
     }
 }
 
 impl Breaker {
-    /// Whether a request may be sent now.
+    /// Lets a request through `breaker` if it may be sent now.
+    pub fn enter(breaker: &RefCell<Breaker>, now: Instant) -> Result<Admission<'_>, Refusal> {
+        let mut b = breaker.borrow_mut();
+        let was_probing = matches!(b.state, State::HalfOpen { probing: true });
+        b.admit(now)?;
+        let probe =
+            (!was_probing && matches!(b.state, State::HalfOpen { probing: true })).then(|| {
+                b.probes = b.probes.wrapping_add(1);
+                b.probes
+            });
+        Ok(Admission { breaker, probe })
+    }
+
+    /// Whether a request may be sent now. Prefer [`Breaker::enter`]: a probe let
+    /// through here must be ended by an outcome, or the breaker stays half-open with
+    /// its probe out for good.
     pub fn admit(&mut self, now: Instant) -> Result<(), Refusal> {
         if let Some(t) = self.not_before {
             if now < t {
@@ -124,11 +157,70 @@ impl Breaker {
             until: now + self.cooldown,
         };
     }
+
+    /// Probe `n` ended without an outcome. It counts as neither a success nor a failure:
+    /// the seller was not asked (our own concurrency cap refused the request) or we
+    /// stopped listening (the customer went away), so we learned nothing about it.
+    /// Counting it a failure would double the cool-down for our own reasons (mass
+    /// disconnects could keep a healthy seller out for the longest cool-down); a success
+    /// would send full traffic to a seller that may still be broken. The breaker stays
+    /// half-open and the next request is the probe.
+    fn abandon_probe(&mut self, n: u64) {
+        if self.probes == n && self.state == (State::HalfOpen { probing: true }) {
+            self.state = State::HalfOpen { probing: false };
+        }
+    }
+}
+
+impl Admission<'_> {
+    /// Whether this request is the half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The request answered usefully.
+    pub fn success(mut self) {
+        self.probe = None;
+        self.with(Breaker::on_success);
+    }
+
+    /// The request timed out or failed. Returns whether this opened the breaker.
+    pub fn failure(mut self, now: Instant) -> bool {
+        self.probe = None;
+        self.with(|b| b.on_failure(now)).unwrap_or(false)
+    }
+
+    /// The seller said it is overloaded and named a delay (or not).
+    pub fn busy(mut self, now: Instant, retry_after: Option<Duration>) {
+        self.probe = None;
+        self.with(|b| b.on_busy(now, retry_after));
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
+        match self.breaker.try_borrow_mut() {
+            Ok(mut b) => Some(f(&mut b)),
+            // Nothing holds the breaker across an await, so this does not happen; should
+            // it, one outcome is lost, which the next one makes up for.
+            Err(_) => {
+                tracing::warn!("circuit breaker busy; an outcome was not recorded");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.probe.take() {
+            self.with(|b| b.abandon_probe(n));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
 
     #[test]
     fn opens_after_consecutive_failures_then_probes_once() {
@@ -179,5 +271,58 @@ mod tests {
         assert_eq!(b.admit(t0 + Duration::from_secs(1)), Ok(()));
         b.on_busy(t0, Some(Duration::from_secs(3600)));
         assert_eq!(b.admit(t0 + MAX_RETRY_AFTER), Ok(()));
+    }
+
+    fn open_breaker(b: &RefCell<Breaker>, now: Instant) {
+        for _ in 0..FAILURES_TO_OPEN {
+            let a = Breaker::enter(b, now).expect("closed");
+            a.failure(now);
+        }
+        assert_eq!(Breaker::enter(b, now).err(), Some(Refusal::Open));
+    }
+
+    #[test]
+    fn an_abandoned_probe_hands_the_probe_to_the_next_request() {
+        let t0 = Instant::now();
+        let b = RefCell::new(Breaker::default());
+        open_breaker(&b, t0);
+        let later = t0 + BASE_COOLDOWN;
+        let probe = Breaker::enter(&b, later).expect("one probe");
+        assert!(probe.is_probe());
+        assert_eq!(Breaker::enter(&b, later).err(), Some(Refusal::Open));
+        // The probe ends `unavailable` (our cap was full) or its customer went away.
+        drop(probe);
+        let next = Breaker::enter(&b, later).expect("the next request probes");
+        assert!(next.is_probe());
+        assert_eq!(Breaker::enter(&b, later).err(), Some(Refusal::Open));
+        // Neither a failure (no doubled cool-down) nor a success (still one probe).
+        assert!(next.failure(later));
+        assert_eq!(
+            Breaker::enter(&b, later + BASE_COOLDOWN * 2).err(),
+            None,
+            "one failed probe doubled the cool-down once, not twice"
+        );
+    }
+
+    #[test]
+    fn a_stale_probe_does_not_end_a_newer_one() {
+        let t0 = Instant::now();
+        let b = RefCell::new(Breaker::default());
+        open_breaker(&b, t0);
+        let t1 = t0 + BASE_COOLDOWN;
+        let first = Breaker::enter(&b, t1).expect("probe");
+        // Something else reopens the breaker while the first probe is still out.
+        b.borrow_mut().on_failure(t1);
+        let t2 = t1 + BASE_COOLDOWN * 2;
+        let second = Breaker::enter(&b, t2).expect("a new probe");
+        assert!(second.is_probe());
+        drop(first);
+        assert_eq!(
+            Breaker::enter(&b, t2).err(),
+            Some(Refusal::Open),
+            "still one probe at a time"
+        );
+        second.success();
+        assert!(Breaker::enter(&b, t2).is_ok());
     }
 }

@@ -129,13 +129,21 @@ pub struct QuotesConfig {
     pub deadline_ms: u64,
     /// Quote cache lifetime; 0 = no cache.
     pub cache_ttl_ms: u64,
+    /// Most bytes of answers one core's quote cache holds (an estimate of the offers'
+    /// size). A title search can bring megabytes, so counting keys alone does not bound
+    /// memory; an answer larger than this is not cached.
+    pub cache_max_bytes: u64,
 }
+
+/// Default of `quotes.cache_max_bytes`: 64 MiB per core.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 << 20;
 
 impl Default for QuotesConfig {
     fn default() -> Self {
         QuotesConfig {
             deadline_ms: 200,
             cache_ttl_ms: 0,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -653,6 +661,12 @@ impl QuotesConfig {
         if self.cache_ttl_ms > 3_600_000 {
             out.add("quotes.cache_ttl_ms", "must be at most 3600000 (one hour)");
         }
+        out.range(
+            "quotes.cache_max_bytes",
+            self.cache_max_bytes,
+            1024,
+            1 << 40,
+        );
     }
 }
 
@@ -982,10 +996,12 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
             .replace("tcp://127.0.0.1:9003", "ftp://127.0.0.1:9003")
             .replace("deadline_ms = 200", "deadline_ms = 0")
             .replace("budget = 0.05", "budget = 2.0")
+            .replace("cache_ttl_ms = 0", "cache_ttl_ms = 0\ncache_max_bytes = 10")
             .replace("name = \"corner-shop\"", "name = \"harbor-books\"");
         let f = fields(&text);
         for want in [
             "quotes.deadline_ms",
+            "quotes.cache_max_bytes",
             "hedging.budget",
             "sellers[1].name",
             "sellers[1].endpoints[0]",

@@ -21,7 +21,7 @@ use bookbroker_protocols::{
 };
 use serde::Serialize;
 
-use crate::breaker::Refusal;
+use crate::breaker::{Breaker, Refusal};
 use crate::cache::{self, Lookup, QuoteCache};
 use crate::hedge::HedgeState;
 use crate::metrics::Counter;
@@ -197,9 +197,9 @@ async fn cached(
                 let (outcome, hedged) = ask(&owner, seller, &q, deadline).await;
                 (outcome.map(Rc::new), hedged)
             });
-            cache.borrow_mut().start(key.clone(), flight.clone(), now);
-            let (outcome, hedged) = flight.await;
-            cache.borrow_mut().complete(&key, &outcome, now);
+            // If this request goes away before the answer, the starter's guard inside
+            // `single_flight` takes the entry out, so abandoned calls do not pile up.
+            let (outcome, hedged) = cache::single_flight(cache, key, flight, now).await;
             return (outcome.map(|o| o.to_vec()), hedged);
         }
     };
@@ -225,23 +225,28 @@ async fn ask(
     if budget.is_zero() {
         return (Err(SellerError::Timeout), false);
     }
-    if let Err(refusal) = seller.breaker.borrow_mut().admit(now) {
-        return match refusal {
-            Refusal::Open => {
-                metrics.inc_counter(core.index, Counter::BreakerRefusals);
-                (Err(SellerError::Unavailable("circuit open".into())), false)
-            }
-            Refusal::RetryAfter => {
-                metrics.inc_counter(core.index, Counter::RetryAfterRefusals);
-                (
-                    Err(SellerError::RateLimited {
-                        retry_after_ms: None,
-                    }),
-                    false,
-                )
-            }
-        };
-    }
+    // Held until the outcome is known: dropped without one (this future cancelled, or
+    // the outcome says we never asked), a half-open probe goes to the next request.
+    let admission = match Breaker::enter(&seller.breaker, now) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            return match refusal {
+                Refusal::Open => {
+                    metrics.inc_counter(core.index, Counter::BreakerRefusals);
+                    (Err(SellerError::Unavailable("circuit open".into())), false)
+                }
+                Refusal::RetryAfter => {
+                    metrics.inc_counter(core.index, Counter::RetryAfterRefusals);
+                    (
+                        Err(SellerError::RateLimited {
+                            retry_after_ms: None,
+                        }),
+                        false,
+                    )
+                }
+            };
+        }
+    };
     if let Some(hedge) = &seller.hedge {
         // Every primary earns its share of hedges and retries, hedged or not.
         hedge.borrow_mut().budget.deposit(now);
@@ -256,16 +261,15 @@ async fn ask(
         }
     }
     let done = Instant::now();
-    let mut breaker = seller.breaker.borrow_mut();
     match &outcome {
         Ok(_) => {
-            breaker.on_success();
+            admission.success();
             if let Some(hedge) = &seller.hedge {
                 hedge.borrow_mut().window.record(done - now, done);
             }
         }
         Err(SellerError::RateLimited { retry_after_ms }) => {
-            breaker.on_busy(done, retry_after_ms.map(Duration::from_millis));
+            admission.busy(done, retry_after_ms.map(Duration::from_millis));
         }
         Err(SellerError::Timeout)
         | Err(SellerError::Failed(_))
@@ -273,7 +277,7 @@ async fn ask(
         | Err(SellerError::Transient(_))
         | Err(SellerError::InProgress { .. })
         | Err(SellerError::Unconfirmed { .. }) => {
-            if breaker.on_failure(done) {
+            if admission.failure(done) {
                 tracing::warn!(
                     seller = &*seller.name,
                     "circuit opened after repeated failures"
@@ -281,7 +285,8 @@ async fn ask(
                 metrics.inc_counter(core.index, Counter::BreakerOpened);
             }
         }
-        Err(SellerError::Unavailable(_)) => {}
+        // Not asked: no outcome to record; dropping the admission frees a probe.
+        Err(SellerError::Unavailable(_)) => drop(admission),
     }
     (outcome, hedged)
 }

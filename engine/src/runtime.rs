@@ -425,6 +425,7 @@ fn run_core(
                     std::cell::RefCell::new(QuoteCache::new(
                         Duration::from_millis(shared.config.quotes.cache_ttl_ms),
                         CACHE_MAX_ENTRIES,
+                        usize::try_from(shared.config.quotes.cache_max_bytes).unwrap_or(usize::MAX),
                     ))
                 }),
             }))

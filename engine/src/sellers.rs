@@ -179,6 +179,7 @@ impl SellerClient {
                 endpoints,
                 cfg.line_connections.max(1),
                 per_core,
+                Duration::from_millis(cfg.timeout_ms),
             )?)),
         };
         let currency = Currency::parse(&cfg.currency)

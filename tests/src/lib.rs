@@ -18,6 +18,7 @@ use bookbroker_protocols::payment::{self, Ledger, LedgerEntry, LedgerKind};
 use bookbroker_protocols::{Currency, FxTable, Money};
 
 pub mod cluster;
+pub mod faultproxy;
 
 /// The API key of customer `demo` in every test scenario.
 pub const KEY: &str = "demo-key-123";
@@ -557,6 +558,33 @@ impl Engine {
                 .next()?
                 .to_string(),
         )
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// How many file descriptors the process has open now (`/proc/<pid>/fd`): sockets,
+    /// files, eventfds, rings. Panics when the process is gone.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.pid().expect("the engine is running");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+            .count()
+    }
+
+    /// Resident memory of the process in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.pid().expect("the engine is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     /// A new client connection.

@@ -3,6 +3,7 @@
 //! the requests came; one writer task per connection keeps each answer's lines together.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bookbroker_protocols::line::{sanitize_field, LineBuffer, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,12 +31,13 @@ enum Out {
 
 /// Serves one line-protocol connection.
 pub(crate) async fn serve_connection(stream: TcpStream, seller: Arc<SellerState>) {
+    let accepted = Instant::now();
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(QUEUE);
     let closed = Arc::new(Notify::new());
     tokio::spawn(write_loop(writer, rx, closed.clone()));
     tokio::select! {
-        () = read_loop(reader, tx, seller) => {}
+        () = read_loop(reader, tx, seller, accepted) => {}
         () = closed.notified() => {}
     }
 }
@@ -70,7 +72,12 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, clo
     closed.notify_one();
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, tx: mpsc::Sender<Out>, seller: Arc<SellerState>) {
+async fn read_loop(
+    mut reader: OwnedReadHalf,
+    tx: mpsc::Sender<Out>,
+    seller: Arc<SellerState>,
+    accepted: Instant,
+) {
     let mut lines = LineBuffer::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -81,7 +88,7 @@ async fn read_loop(mut reader: OwnedReadHalf, tx: mpsc::Sender<Out>, seller: Arc
         lines.extend(chunk.get(..n).unwrap_or(&[]));
         while let Some(next) = lines.next_line() {
             match next {
-                Ok(line) => handle_line(line, &tx, &seller).await,
+                Ok(line) => handle_line(line, &tx, &seller, accepted).await,
                 Err(e) => {
                     bump(&seller.stats.other);
                     let mut out = Vec::new();
@@ -120,7 +127,12 @@ fn tag_of(line: &[u8]) -> String {
     }
 }
 
-async fn handle_line(line: &[u8], tx: &mpsc::Sender<Out>, seller: &Arc<SellerState>) {
+async fn handle_line(
+    line: &[u8],
+    tx: &mpsc::Sender<Out>,
+    seller: &Arc<SellerState>,
+    accepted: Instant,
+) {
     let request = match Request::decode(line) {
         Ok(r) => r,
         Err(e) => {
@@ -155,6 +167,10 @@ async fn handle_line(line: &[u8], tx: &mpsc::Sender<Out>, seller: &Arc<SellerSta
         RequestKind::Order => &seller.stats.order,
         RequestKind::Cancel => &seller.stats.cancel,
     });
+    // A silent seller reads on and says nothing; the connection stays open.
+    if seller.silenced(accepted) {
+        return;
+    }
     let fault = seller.draw_fault(kind);
     if fault == Fault::Hang {
         return;

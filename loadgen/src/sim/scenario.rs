@@ -342,6 +342,15 @@ pub struct FaultSpec {
     /// How long a stalled cancel waits.
     #[serde(default)]
     pub cancel_stall_ms: u64,
+    /// Line sellers: after this many quote, order and cancel requests (0 = never), the
+    /// seller goes silent for `silence_ms`. Every connection open during the silence
+    /// stays silent for good (reads, never answers, never closes); connections accepted
+    /// after it are served as usual.
+    #[serde(default)]
+    pub silence_after: u64,
+    /// How long the silence lasts.
+    #[serde(default)]
+    pub silence_ms: u64,
 }
 
 impl Default for FaultSpec {
@@ -364,6 +373,8 @@ impl Default for FaultSpec {
             order_slow_first_ms: 0,
             cancel_stall_rate: 0.0,
             cancel_stall_ms: 0,
+            silence_after: 0,
+            silence_ms: 0,
         }
     }
 }
@@ -764,6 +775,13 @@ impl Scenario {
                 ));
             }
             self.validate_partner_faults(&at, f, currency, &known)?;
+            if f.silence_after > 0 && s.protocol != Protocol::Line {
+                return Err(invalid(
+                    format!("{at}.faults.silence_after"),
+                    "only line sellers can go silent",
+                ));
+            }
+            check_delay_ms(format!("{at}.faults.silence_ms"), f.silence_ms)?;
         }
         if self.engine.listen.trim().is_empty() {
             return Err(invalid("engine.listen", "must not be empty"));

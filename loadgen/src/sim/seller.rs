@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bookbroker_protocols::admin::{AdminOrder, AdminOrderStatus, AdminOrders};
 use bookbroker_protocols::{
@@ -190,6 +190,10 @@ pub(crate) struct SellerState {
     lie: Option<LieModel>,
     title_results_max: usize,
     stale_listings: bool,
+    /// Requests counted towards `faults.silence_after`.
+    silence_count: AtomicU64,
+    /// When the silence began, once it has.
+    silence_start: OnceLock<Instant>,
 }
 
 /// `line` answers "in progress" as `BUSY tag\t<this>`: a short wait, since the first
@@ -229,6 +233,27 @@ impl SellerState {
             orders: Mutex::new(OrderBook::default()),
             title_results_max: setup.title_results_max,
             stale_listings: setup.stale_listings,
+            silence_count: AtomicU64::new(0),
+            silence_start: OnceLock::new(),
+        }
+    }
+
+    /// Counts one quote, order or cancel towards `faults.silence_after` and says whether
+    /// it goes unanswered: the seller is silent on a connection accepted at `accepted`
+    /// from the moment the silence begins, for good, if the connection was accepted
+    /// before the silence ended.
+    pub(crate) fn silenced(&self, accepted: Instant) -> bool {
+        let after = self.faults.silence_after;
+        if after == 0 {
+            return false;
+        }
+        let n = self.silence_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= after {
+            let _ = self.silence_start.set(Instant::now());
+        }
+        match self.silence_start.get() {
+            Some(start) => accepted < *start + Duration::from_millis(self.faults.silence_ms),
+            None => false,
         }
     }
 

@@ -901,6 +901,67 @@ retry_after_s = 2
 }
 
 #[test]
+fn a_silent_line_seller_stays_silent_on_old_connections_only() {
+    let text = r#"
+[catalogue]
+isbns = 5
+[[sellers]]
+name = "silent"
+protocol = "line"
+[sellers.latency]
+base_ms = 0.0
+jitter_ms = 0.0
+[sellers.faults]
+silence_after = 2
+silence_ms = 300
+"#;
+    let sim = RunningSim::start(Scenario::from_toml_str(text).expect("scenario"), LOCALHOST)
+        .expect("start");
+    let isbn = sim.isbns()[0].clone();
+    let endpoint = sim.sellers()[0].endpoints[0].clone();
+    let quote = |c: &mut BufReader<std::net::TcpStream>, tag: &str| -> Option<String> {
+        c.get_mut()
+            .write_all(format!("QUOTE {tag}\tISBN\t{isbn}\n").as_bytes())
+            .expect("write");
+        // The whole answer, up to its END line.
+        let mut answer = String::new();
+        loop {
+            let mut l = String::new();
+            match c.read_line(&mut l) {
+                Ok(n) if n > 0 => answer.push_str(&l),
+                _ => return None,
+            }
+            if l.starts_with("END ") {
+                return Some(answer);
+            }
+        }
+    };
+    let mut old = BufReader::new(connect(&endpoint));
+    old.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    assert!(
+        quote(&mut old, "a").is_some(),
+        "the first request is answered"
+    );
+    assert!(
+        quote(&mut old, "b").is_none(),
+        "the second starts the silence"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        quote(&mut old, "c").is_none(),
+        "an old connection stays silent"
+    );
+    let mut new = BufReader::new(connect(&endpoint));
+    new.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert!(quote(&mut new, "d").is_some(), "a new connection is served");
+    sim.stop();
+}
+
+#[test]
 fn stale_listings_keep_quoting_sold_out_offers() {
     let s = SellerState::new(SellerSetup {
         name: "stale".into(),
