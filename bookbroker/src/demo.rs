@@ -1,13 +1,13 @@
 //! `bookbroker demo`: the embedded default. Starts the simulated sellers and payment
 //! provider of the simulator's demo scenario (`sellersim/scenarios/demo.toml`, compiled
 //! into the simulator crate) in-process on loopback, writes the engine config they imply
-//! into a temporary directory, and serves it.
+//! into a temporary directory, and serves it. Only built with the `demo` feature, so the
+//! engine library never depends on the simulator.
 
 use std::path::PathBuf;
 
+use bookbroker_engine::config::Config;
 use bookbroker_sellersim::{RunningSim, Scenario, DEMO_API_KEY, DEMO_SCENARIO};
-
-use crate::config::Config;
 
 /// A running demo: the simulator and the config to serve.
 pub struct Demo {
