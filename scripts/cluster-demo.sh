@@ -91,7 +91,7 @@ start_node() { # index, address
   wait_http "http://$2/readyz" 20 || { echo "node $1 did not start on $2:"; tail -20 "$work/node$1.log"; exit 1; }
 }
 
-"$BIN/sellersim" --scenario loadgen/scenarios/demo.toml --emit-config "$work/sim.toml" \
+"$BIN/sellersim" --scenario sellersim/scenarios/demo.toml --emit-config "$work/sim.toml" \
   --emit-isbns "$work/isbns.txt" >"$work/sellersim.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 200); do grep -q "sellersim ready" "$work/sellersim.log" && break; sleep 0.1; done
@@ -122,7 +122,7 @@ cat <<EOF
 bookbroker cluster: $N nodes behind HAProxy on loopback
   balancer   $base            (HAProxy; its own /healthz, /readyz and /metrics)
 $(for i in "${!NODES[@]}"; do echo "  node $i     http://${NODES[$i]}   owns purchase partition $i   (pid ${node_pid[$i]})"; done)
-  sellersim  payment provider and sellers of loadgen/scenarios/demo.toml
+  sellersim  payment provider and sellers of sellersim/scenarios/demo.toml
   files      $work (configs, data, logs, haproxy.cfg, haproxy.sock)
 API key of customer "demo": $KEY
 

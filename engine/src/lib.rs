@@ -10,7 +10,6 @@ pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod conn;
-pub mod demo;
 pub mod hedge;
 pub mod metrics;
 pub mod net;

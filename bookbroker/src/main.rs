@@ -1,4 +1,10 @@
 //! The `bookbroker` command: `serve`, `demo`, `check-config`, `haproxy-config`.
+//!
+//! Everything but `demo` is the engine library's public API; `demo` also needs the
+//! simulator and exists only when the `demo` feature (on by default) is.
+
+#[cfg(feature = "demo")]
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +14,6 @@ use clap::{Parser, Subcommand};
 
 use bookbroker_engine::cluster::{haproxy, Membership};
 use bookbroker_engine::config::Config;
-use bookbroker_engine::demo::Demo;
 use bookbroker_engine::rt::RuntimeChoice;
 use bookbroker_engine::runtime::{apply_overrides, Engine, Overrides};
 
@@ -44,6 +49,10 @@ enum Command {
         runtime: Option<RuntimeChoice>,
     },
     /// Run the embedded demo: simulated sellers and payment provider in-process.
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(about = "Not in this build: it was built without the cargo feature `demo`")
+    )]
     Demo {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -181,8 +190,9 @@ fn install_signal_handler(stop: impl Fn() + Send + Sync + 'static) -> anyhow::Re
     Ok(())
 }
 
+#[cfg(feature = "demo")]
 fn demo(listen: String, runtime: Option<RuntimeChoice>) -> anyhow::Result<()> {
-    let demo = Demo::start(&listen)?;
+    let demo = demo::Demo::start(&listen)?;
     let mut config = demo.config.clone();
     if let Some(r) = runtime {
         config.server.runtime = r;
@@ -194,6 +204,16 @@ fn demo(listen: String, runtime: Option<RuntimeChoice>) -> anyhow::Result<()> {
     demo.sim.stop();
     let _ = std::fs::remove_dir_all(&demo.dir);
     result.map_err(Into::into)
+}
+
+/// The subcommand stays so that `bookbroker demo` on such a build says why it cannot run
+/// instead of clap calling it an unknown command.
+#[cfg(not(feature = "demo"))]
+fn demo(_listen: String, _runtime: Option<RuntimeChoice>) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this bookbroker was built without the demo (cargo feature `demo`); \
+         build it with default features, or run `sellersim` and `bookbroker serve`"
+    )
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

@@ -1,18 +1,13 @@
 //! `bookbroker demo`: the embedded default. Starts the simulated sellers and payment
-//! provider of `loadgen/scenarios/demo.toml` in-process on loopback, writes the engine
-//! config they imply into a temporary directory, and serves it.
+//! provider of the simulator's demo scenario (`sellersim/scenarios/demo.toml`, compiled
+//! into the simulator crate) in-process on loopback, writes the engine config they imply
+//! into a temporary directory, and serves it. Only built with the `demo` feature, so the
+//! engine library never depends on the simulator.
 
 use std::path::PathBuf;
 
-use bookbroker_loadgen::sim::{RunningSim, Scenario};
-
-use crate::config::Config;
-
-/// The scenario the demo runs, compiled in so `bookbroker demo` needs no files.
-pub const DEMO_SCENARIO: &str = include_str!("../../loadgen/scenarios/demo.toml");
-
-/// The API key of the demo customer (it is in the scenario; printed for the user).
-pub const DEMO_API_KEY: &str = "demo-key-123";
+use bookbroker_engine::config::Config;
+use bookbroker_sellersim::{RunningSim, Scenario, DEMO_API_KEY, DEMO_SCENARIO};
 
 /// A running demo: the simulator and the config to serve.
 pub struct Demo {

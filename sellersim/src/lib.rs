@@ -3,7 +3,12 @@
 //!
 //! [`RunningSim::start`] binds every port before it returns (so errors such as a port in
 //! use surface at once), then serves on a background thread until [`RunningSim::stop`]
-//! (or drop). The `sellersim` binary and the engine's `demo` both use it.
+//! (or drop). The `sellersim` binary and `bookbroker demo` both use it.
+//!
+//! Scenarios are TOML files; their format is documented in `scenarios/README.md` beside
+//! this crate, and [`DEMO_SCENARIO`] is the one the demo runs.
+
+#![warn(missing_docs)]
 
 mod catalogue;
 mod emit;
@@ -37,6 +42,14 @@ pub use scenario::{
 use self::http::HttpApp;
 use self::payment::PaymentState;
 use self::seller::{bump, LieModel, SellerSetup, SellerState};
+
+/// The scenario `bookbroker demo` runs, compiled in so the demo needs no files. It lives
+/// in this crate, beside the simulator that gives it meaning, so the binary that embeds
+/// it does not reach into another crate's directory.
+pub const DEMO_SCENARIO: &str = include_str!("../scenarios/demo.toml");
+
+/// The API key of the customer `demo` in [`DEMO_SCENARIO`] (printed for the user).
+pub const DEMO_API_KEY: &str = "demo-key-123";
 
 /// Why the simulator could not load a scenario or start.
 #[derive(Debug, thiserror::Error)]

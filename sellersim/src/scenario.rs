@@ -1,6 +1,6 @@
 //! The scenario file: what sellers to simulate, their catalogue, latency and faults.
 //!
-//! Field names and defaults follow the shared scenario spec (`loadgen/scenarios/README.md`).
+//! Field names and defaults follow the shared scenario spec (`sellersim/scenarios/README.md`).
 //! Unknown fields are rejected so that a typo does not silently fall back to a default.
 
 use std::collections::{BTreeMap, HashSet};

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use bookbroker_loadgen::sim::{write_file, RunningSim, Scenario};
+use bookbroker_sellersim::{write_file, RunningSim, Scenario};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;

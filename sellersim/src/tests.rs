@@ -29,7 +29,7 @@ impl SellerState {
     }
 }
 
-const DEMO: &str = include_str!("../../scenarios/demo.toml");
+const DEMO: &str = DEMO_SCENARIO;
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn minimal(extra_seller_lines: &str) -> String {
@@ -63,7 +63,7 @@ fn demo_scenario_is_valid_and_covers_the_brief() {
     assert!(s
         .customers
         .iter()
-        .any(|c| c.id == "demo" && c.api_key == "demo-key-123"));
+        .any(|c| c.id == "demo" && c.api_key == DEMO_API_KEY));
 }
 
 #[test]
@@ -1184,8 +1184,8 @@ fn partner_option_errors_name_the_field() {
 #[test]
 fn partners_scenario_is_purchases_with_every_partner_option_off() {
     // tests/scenarios/partners.toml is what other tests derive partner scenarios from.
-    let partners = include_str!("../../../tests/scenarios/partners.toml");
-    let purchases = include_str!("../../../tests/scenarios/purchases.toml");
+    let partners = include_str!("../../tests/scenarios/partners.toml");
+    let purchases = include_str!("../../tests/scenarios/purchases.toml");
     assert_eq!(
         Scenario::from_toml_str(partners).expect("partners.toml"),
         Scenario::from_toml_str(purchases).expect("purchases.toml")
