@@ -27,7 +27,7 @@ use crate::server;
 use crate::signal::LocalSignal;
 use crate::state::{Core, Shared};
 use bookbroker_storage::DataDir;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 /// Most (seller, query) keys one core's quote cache holds.
@@ -109,13 +109,19 @@ pub fn apply_overrides(mut config: Config, o: &Overrides) -> Config {
 /// every unfinished purchase from the shards, exactly as after `kill -9`.
 ///
 /// Start-up failures stay errors (a core that cannot start is reported, not aborted):
-/// the hook is installed only once every core serves.
+/// the hook aborts only on a core thread that already serves ([`serving_here`]), or
+/// anywhere once every core serves. A core starts serving (and answering `/readyz`)
+/// before the others are ready, so waiting for all of them alone would leave a window
+/// in which a panic on a serving core was only unwound.
 fn abort_on_panic() {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
+            if !SERVING_HERE.with(Cell::get) && !ALL_SERVING.load(Ordering::SeqCst) {
+                return;
+            }
             let thread = std::thread::current();
             tracing::error!(
                 thread = thread.name().unwrap_or("unnamed"),
@@ -125,6 +131,19 @@ fn abort_on_panic() {
             std::process::abort();
         }));
     });
+}
+
+/// Set once every core of the engine serves.
+static ALL_SERVING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Set on a core's thread when it starts serving.
+    static SERVING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as a serving core: from now on a panic on it aborts the process.
+fn serving_here() {
+    SERVING_HERE.with(|s| s.set(true));
 }
 
 impl Engine {
@@ -195,6 +214,7 @@ impl Engine {
             cipher: Arc::new(cipher),
             running_per_customer: CustomerCounts::default(),
         });
+        abort_on_panic();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::with_capacity(cores);
         for (core, inbox) in receivers.into_iter().enumerate() {
@@ -237,7 +257,7 @@ impl Engine {
                 }
             }
         }
-        abort_on_panic();
+        ALL_SERVING.store(true, Ordering::SeqCst);
         Ok(engine)
     }
 
@@ -468,6 +488,7 @@ fn run_core(
             EXPIRY_SWEEP_EVERY,
         ))
         .detach();
+        serving_here();
         let _ = ready.send((core, Ok(())));
         server::serve(Rc::clone(&core_state), listener).await;
         drop(watcher);
