@@ -375,7 +375,7 @@ fn line_requests_transcript() {
     while let Some(line) = buf.next_line() {
         got.push(Request::decode(line.unwrap()).unwrap());
     }
-    assert_eq!(got.len(), 6);
+    assert_eq!(got.len(), 5);
     assert_eq!(
         got[0],
         Request::Quote {
@@ -407,7 +407,6 @@ fn line_requests_transcript() {
             query: QuoteQuery::Isbn(isbn("9784274068560"))
         }
     );
-    assert_eq!(got[5], Request::Orders { tag: "adm".into() });
     // Re-encoding gives canonical lines (ISBN-13, LF only).
     let mut out = Vec::new();
     for r in &got {
@@ -473,23 +472,6 @@ fn line_responses_interleaved_in_any_chunking() {
             }]
         );
         assert_eq!(by_tag["c1"], vec![Response::Cancelled { tag: "c1".into() }]);
-        let adm = &by_tag["adm"];
-        assert_eq!(adm.len(), 3);
-        assert_eq!(
-            adm[0],
-            Response::OrderRecord {
-                tag: "adm".into(),
-                record: AdminOrder {
-                    order_id: "LS-9".into(),
-                    offer_id: "L-12".into(),
-                    isbn: "9780131103627".into(),
-                    total_minor: 1500,
-                    currency: "GBP".into(),
-                    status: AdminOrderStatus::Cancelled,
-                    idempotency_key: "cust-bob:k1:order:L-12".into(),
-                }
-            }
-        );
     }
 }
 
@@ -585,4 +567,36 @@ fn line_confirmations_that_make_no_sense() {
             total: Money::new(-100, Currency::GBP)
         }
     );
+}
+
+/// The simulator's admin listing on a `line` seller: `ORDERS`, then one `ORDERREC` per
+/// order and `END`. It is not part of the product protocol (`line::Request` and
+/// `line::Response` do not know it).
+#[test]
+fn line_admin_listing() {
+    use bookbroker_protocols::admin::{decode_line, decode_line_request, LineListing};
+    let raw = fixture_bytes("line_admin_listing.txt");
+    let mut buf = LineBuffer::new();
+    buf.extend(&raw);
+    let first = buf.next_line().unwrap().unwrap().to_vec();
+    assert_eq!(decode_line_request(&first), Some(Ok("adm".to_string())));
+    assert!(Request::decode(&first).is_err());
+    let mut got = Vec::new();
+    while let Some(line) = buf.next_line() {
+        got.push(decode_line(line.unwrap()).unwrap());
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[0],
+        LineListing::Record(AdminOrder {
+            order_id: "LS-9".into(),
+            offer_id: "L-12".into(),
+            isbn: "9780131103627".into(),
+            total_minor: 1500,
+            currency: "GBP".into(),
+            status: AdminOrderStatus::Cancelled,
+            idempotency_key: "cust-bob:k1:order:L-12".into(),
+        })
+    );
+    assert_eq!(got[2], LineListing::End);
 }

@@ -298,7 +298,6 @@ fn request() -> impl Strategy<Value = Request> {
             }
         ),
         (text(), text()).prop_map(|(tag, order_id)| Request::Cancel { tag, order_id }),
-        text().prop_map(|tag| Request::Orders { tag }),
     ]
 }
 
@@ -324,12 +323,10 @@ fn sanitized_request(r: &Request) -> Request {
             tag: clean(&tag),
             order_id: clean(&order_id),
         },
-        Request::Orders { tag } => Request::Orders { tag: clean(&tag) },
     }
 }
 
 fn response() -> impl Strategy<Value = Response> {
-    use bookbroker_protocols::admin::{AdminOrder, AdminOrderStatus};
     prop_oneof![
         (text(), offer()).prop_map(|(tag, offer)| Response::Offer { tag, offer }),
         text().prop_map(|tag| Response::End { tag }),
@@ -350,35 +347,6 @@ fn response() -> impl Strategy<Value = Response> {
             code,
             message
         }),
-        (
-            text(),
-            text(),
-            text(),
-            isbn(),
-            money(),
-            any::<bool>(),
-            text()
-        )
-            .prop_map(
-                |(tag, order_id, offer_id, isbn, total, placed, idempotency_key)| {
-                    Response::OrderRecord {
-                        tag,
-                        record: AdminOrder {
-                            order_id,
-                            offer_id,
-                            isbn: isbn.to_string(),
-                            total_minor: total.minor,
-                            currency: total.currency.code().to_string(),
-                            status: if placed {
-                                AdminOrderStatus::Placed
-                            } else {
-                                AdminOrderStatus::Cancelled
-                            },
-                            idempotency_key,
-                        },
-                    }
-                }
-            ),
     ]
 }
 
@@ -431,15 +399,6 @@ fn sanitized_response(r: &Response) -> Response {
             code: clean(&code),
             message: clean(&message),
         },
-        Response::OrderRecord { tag, mut record } => {
-            record.order_id = clean(&record.order_id);
-            record.offer_id = clean(&record.offer_id);
-            record.idempotency_key = clean(&record.idempotency_key);
-            Response::OrderRecord {
-                tag: clean(&tag),
-                record,
-            }
-        }
     }
 }
 

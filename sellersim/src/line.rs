@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bookbroker_protocols::admin;
 use bookbroker_protocols::line::{sanitize_field, LineBuffer, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -133,6 +134,18 @@ async fn handle_line(
     seller: &Arc<SellerState>,
     accepted: Instant,
 ) {
+    // The admin listing is not part of the protocol's vocabulary: it is answered here,
+    // before a product request is decoded.
+    if let Some(listing) = admin::decode_line_request(line) {
+        bump(&seller.stats.other);
+        let mut out = Vec::new();
+        match listing {
+            Ok(tag) => admin::encode_line(&tag, &seller.admin_orders().orders, &mut out),
+            Err(e) => err_line(&tag_of(line), "bad_request", &e.to_string()).encode(&mut out),
+        }
+        let _ = tx.send(Out::Data(out)).await;
+        return;
+    }
     let request = match Request::decode(line) {
         Ok(r) => r,
         Err(e) => {
@@ -147,20 +160,6 @@ async fn handle_line(
         Request::Quote { .. } => RequestKind::Quote,
         Request::Order { .. } => RequestKind::Order,
         Request::Cancel { .. } => RequestKind::Cancel,
-        Request::Orders { tag } => {
-            bump(&seller.stats.other);
-            let mut out = Vec::new();
-            for record in seller.admin_orders().orders {
-                Response::OrderRecord {
-                    tag: tag.clone(),
-                    record,
-                }
-                .encode(&mut out);
-            }
-            Response::End { tag: tag.clone() }.encode(&mut out);
-            let _ = tx.send(Out::Data(out)).await;
-            return;
-        }
     };
     bump(match kind {
         RequestKind::Quote => &seller.stats.quote,
@@ -266,7 +265,6 @@ async fn answer(seller: &Arc<SellerState>, request: Request, fault: Fault) -> Ou
                 err_line(&tag, "unknown_order", &e.to_string()).encode(&mut out)
             }
         },
-        Request::Orders { tag } => Response::End { tag }.encode(&mut out),
     }
     if fault == Fault::Close {
         out.truncate(out.len() / 2);

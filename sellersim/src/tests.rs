@@ -1458,10 +1458,15 @@ fn send_http(url: &str, req: &bookbroker_protocols::http::HttpRequest) -> (u16, 
 
 /// Sends one line-protocol request on a new connection; its answer's lines, LF dropped.
 fn send_line(url: &str, req: &bookbroker_protocols::line::Request) -> Vec<String> {
-    let mut conn = BufReader::new(connect(url));
     let mut out = Vec::new();
     req.encode(&mut out);
-    conn.get_mut().write_all(&out).expect("write");
+    send_raw_line(url, &String::from_utf8_lossy(&out))
+}
+
+/// Sends one request line as it is and reads its answer lines.
+fn send_raw_line(url: &str, request: &str) -> Vec<String> {
+    let mut conn = BufReader::new(connect(url));
+    conn.get_mut().write_all(request.as_bytes()).expect("write");
     let mut lines = Vec::new();
     loop {
         let mut l = String::new();
@@ -1572,7 +1577,7 @@ fn send_cancel(info: &SellerInfo, order_id: &str) -> String {
 
 /// The seller's admin listing, in its protocol.
 fn admin_orders(info: &SellerInfo) -> Vec<bookbroker_protocols::admin::AdminOrder> {
-    use bookbroker_protocols::{admin, line};
+    use bookbroker_protocols::admin;
     let url = &info.endpoints[0];
     match info.protocol {
         Protocol::Json | Protocol::Xml => {
@@ -1581,10 +1586,10 @@ fn admin_orders(info: &SellerInfo) -> Vec<bookbroker_protocols::admin::AdminOrde
                 .expect("listing")
                 .orders
         }
-        Protocol::Line => send_line(url, &line::Request::Orders { tag: "a".into() })
+        Protocol::Line => send_raw_line(url, "ORDERS a\n")
             .iter()
-            .filter_map(|l| match line::Response::decode(l.as_bytes()) {
-                Ok(line::Response::OrderRecord { record, .. }) => Some(record),
+            .filter_map(|l| match admin::decode_line(l.as_bytes()) {
+                Ok(admin::LineListing::Record(record)) => Some(record),
                 _ => None,
             })
             .collect(),

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bookbroker_protocols::admin::{self, AdminOrder, AdminOrderStatus};
 use bookbroker_protocols::http::Reply;
-use bookbroker_protocols::line;
 use bookbroker_protocols::payment::{self, Ledger, LedgerEntry, LedgerKind};
 use bookbroker_protocols::{Currency, FxTable, Money};
 
@@ -253,17 +252,14 @@ impl Sim {
                 .expect("read timeout");
             let tag = "admin1";
             let mut out = Vec::new();
-            line::Request::Orders {
-                tag: tag.to_string(),
-            }
-            .encode(&mut out);
+            admin::encode_line_request(tag, &mut out);
             stream.write_all(&out).expect("write ORDERS");
             let mut orders = Vec::new();
             for l in BufReader::new(stream).lines() {
                 let l = l.unwrap_or_else(|e| panic!("ORDERS from {}: {e}", seller.name));
-                match line::Response::decode(l.as_bytes()) {
-                    Ok(line::Response::OrderRecord { record, .. }) => orders.push(record),
-                    Ok(line::Response::End { tag: t }) if t == tag => return orders,
+                match admin::decode_line(l.as_bytes()) {
+                    Ok(admin::LineListing::Record(record)) => orders.push(record),
+                    Ok(admin::LineListing::End) => return orders,
                     other => panic!("ORDERS from {}: unexpected {other:?}", seller.name),
                 }
             }
