@@ -48,7 +48,7 @@ pub enum RuntimeError {
         /// Which core.
         core: usize,
         /// What it reported.
-        why: String,
+        why: CoreError,
     },
     /// An executor thread died.
     #[error("core {core} stopped unexpectedly: {why}")]
@@ -56,8 +56,50 @@ pub enum RuntimeError {
         /// Which core.
         core: usize,
         /// What it reported.
+        why: CoreError,
+    },
+}
+
+/// Why one core could not start, or stopped. Every variant but `Panicked` is about the
+/// host or the config (fix it and start again); `Panicked` is a bug in the engine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoreError {
+    /// A seller's client cannot be built from its config (an endpoint, a CA file).
+    #[error("seller {seller:?}: {why}")]
+    Seller {
+        /// The seller's name.
+        seller: String,
+        /// What is wrong.
         why: String,
     },
+    /// The API keys or the FX table of the config cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// A shard of the data directory cannot be opened.
+    #[error("cannot open shard {shard}: {why}")]
+    Shard {
+        /// The shard.
+        shard: u32,
+        /// What storage said.
+        why: String,
+    },
+    /// The payment provider's client cannot be built.
+    #[error("payment.url: {0}")]
+    Payment(String),
+    /// The listen address cannot be bound on this core.
+    #[error("cannot listen on {addr}: {why}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        why: String,
+    },
+    /// The executor backend cannot run on this core.
+    #[error("{0}")]
+    Executor(String),
+    /// The core's thread panicked.
+    #[error("the core's thread panicked")]
+    Panicked,
 }
 
 /// Options that override the config on the command line.
@@ -76,7 +118,7 @@ pub struct Overrides {
 /// A started engine: wait for it with [`Engine::wait`], stop it with [`Engine::stop`].
 pub struct Engine {
     shared: Arc<Shared>,
-    threads: Vec<std::thread::JoinHandle<Result<(), String>>>,
+    threads: Vec<std::thread::JoinHandle<Result<(), CoreError>>>,
 }
 
 /// Applies the overrides to `config`.
@@ -215,7 +257,7 @@ impl Engine {
             running_per_customer: CustomerCounts::default(),
         });
         abort_on_panic();
-        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), CoreError>)>();
         let mut threads = Vec::with_capacity(cores);
         for (core, inbox) in receivers.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
@@ -231,9 +273,8 @@ impl Engine {
                         run_core(core, cpu, shared, inbox, ready)
                     }))
                     .unwrap_or_else(|_| {
-                        let why = "the core's thread panicked".to_string();
-                        let _ = panicked.send((core, Err(why.clone())));
-                        Err(why)
+                        let _ = panicked.send((core, Err(CoreError::Panicked)));
+                        Err(CoreError::Panicked)
                     })
                 })
                 .map_err(|e| RuntimeError::Environment(format!("cannot start a thread: {e}")))?;
@@ -293,7 +334,7 @@ impl Engine {
         for (core, t) in self.threads.into_iter().enumerate() {
             let res = match t.join() {
                 Ok(r) => r,
-                Err(_) => Err("the core's thread panicked".to_string()),
+                Err(_) => Err(CoreError::Panicked),
             };
             if let Err(why) = res {
                 first_err.get_or_insert(RuntimeError::CoreFailed { core, why });
@@ -377,7 +418,7 @@ pub const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Opens the shards `core` owns (shard `s` belongs to core `s % cores`) and its payment
 /// client.
-fn open_purchases(core: usize, shared: &Shared) -> Result<Purchases, String> {
+fn open_purchases(core: usize, shared: &Shared) -> Result<Purchases, CoreError> {
     let mut shards = HashMap::new();
     for index in 0..shared.data.shards() {
         if purchase::owner_core(index, shared.cores) != core {
@@ -386,7 +427,10 @@ fn open_purchases(core: usize, shared: &Shared) -> Result<Purchases, String> {
         let shard = shared
             .data
             .open_shard(index)
-            .map_err(|e| format!("cannot open shard {index}: {e}"))?;
+            .map_err(|e| CoreError::Shard {
+                shard: index,
+                why: e.to_string(),
+            })?;
         shards.insert(
             index,
             Rc::new(ShardOwner {
@@ -396,7 +440,7 @@ fn open_purchases(core: usize, shared: &Shared) -> Result<Purchases, String> {
         );
     }
     let payment = Purchases::payment_pool(&shared.config.payment.url)
-        .map_err(|e| format!("payment.url: {e}"))?;
+        .map_err(|e| CoreError::Payment(e.to_string()))?;
     Ok(Purchases {
         shards,
         shard_count: shared.data.shards(),
@@ -411,25 +455,33 @@ fn run_core(
     cpu: usize,
     shared: Arc<Shared>,
     inbox: LaneReceiver,
-    ready: mpsc::Sender<(usize, Result<(), String>)>,
-) -> Result<(), String> {
+    ready: mpsc::Sender<(usize, Result<(), CoreError>)>,
+) -> Result<(), CoreError> {
     let backend = shared.backend;
     let failed = ready.clone();
     let ran = rt::run_core(backend, core, cpu, move || async move {
         CoreTimer::start_driver();
-        let setup = (|| -> Result<Rc<Core>, String> {
+        let setup = (|| -> Result<Rc<Core>, CoreError> {
             let sellers = shared
                 .config
                 .sellers
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    SellerClient::new(i, s, &shared.config.hedging, shared.cores)
-                        .map_err(|e| format!("seller {:?}: {e}", s.name))
+                    SellerClient::new(i, s, &shared.config.hedging, shared.cores).map_err(|e| {
+                        CoreError::Seller {
+                            seller: s.name.clone(),
+                            why: e.to_string(),
+                        }
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let keys = ApiKeys::from_config(&shared.config.customers).map_err(|e| e.to_string())?;
-            let fx = shared.config.fx_table().map_err(|e| e.to_string())?;
+            let keys = ApiKeys::from_config(&shared.config.customers)
+                .map_err(|e| CoreError::Config(e.to_string()))?;
+            let fx = shared
+                .config
+                .fx_table()
+                .map_err(|e| CoreError::Config(e.to_string()))?;
             let purchases = open_purchases(core, &shared)?;
             Ok(Rc::new(Core {
                 purchases,
@@ -460,7 +512,10 @@ fn run_core(
         let listener = match server::bind(shared.listen) {
             Ok(l) => l,
             Err(e) => {
-                let why = format!("cannot listen on {}: {e}", shared.listen);
+                let why = CoreError::Listen {
+                    addr: shared.listen,
+                    why: e.to_string(),
+                };
                 let _ = ready.send((core, Err(why.clone())));
                 return Err(why);
             }
@@ -497,7 +552,7 @@ fn run_core(
     match ran {
         Ok(result) => result,
         Err(e) => {
-            let why = e.to_string();
+            let why = CoreError::Executor(e.to_string());
             let _ = failed.send((core, Err(why.clone())));
             Err(why)
         }
