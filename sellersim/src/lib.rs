@@ -16,6 +16,7 @@ mod http;
 mod line;
 mod payment;
 mod rng;
+pub use rng::SplitMix64;
 mod scenario;
 mod seller;
 mod tls;

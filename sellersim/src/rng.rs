@@ -9,15 +9,19 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, good enough for simulation.
+/// The same seed gives the same stream everywhere: the catalogue and the test suite's
+/// random choices (`bookbroker-tests`) both rely on it.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> SplitMix64 {
+    /// From a seed.
+    pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         finalize(self.0)
     }

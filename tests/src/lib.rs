@@ -988,12 +988,12 @@ pub fn poll_until_not_pending(
 /// A small deterministic random generator (splitmix64), so a failing run can be
 /// repeated from its printed seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(bookbroker_sellersim::SplitMix64);
 
 impl Rng {
     /// From a seed.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(bookbroker_sellersim::SplitMix64::new(seed))
     }
 
     /// From env var `var` when set (a decimal seed), else from the clock; returns the
@@ -1007,16 +1007,12 @@ impl Rng {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_nanos() as u64)
             });
-        (Rng(seed), seed)
+        (Rng::new(seed), seed)
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `lo..hi` (`hi > lo`).
