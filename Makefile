@@ -18,9 +18,11 @@ export CXX := ccache c++
 
 .PHONY: demo test deps lint build unit-and-integration bench-check api-fuzz cluster-demo cluster-drill
 
-demo: deps
-	$(CARGO) build --release --workspace --bins --locked
-	./target/release/bookbroker demo
+# The demo runs the same debug build as `make test` (one RocksDB compile shared by both
+# commands on a fresh machine; a release build would compile its C++ again). Benchmarks
+# and the cluster demo build the release profile themselves.
+demo: deps build
+	./target/debug/bookbroker demo
 
 test: deps lint build unit-and-integration bench-check api-fuzz
 
