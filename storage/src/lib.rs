@@ -180,14 +180,26 @@ impl DataDir {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        // Small records and a modest footprint per shard: the engine runs one per core.
-        opts.set_write_buffer_size(8 << 20);
         opts.set_max_background_jobs(2);
         opts.set_max_open_files(256);
         opts.set_keep_log_file_num(2);
+        // Memory and disk stay bounded whatever the write rate. Every column family gets
+        // the small write buffer (they once got RocksDB's 64 MiB default, so five
+        // families per shard held up to 640 MiB of memtables, and the families written
+        // rarely never flushed). All memtables of a shard together are capped, and so is
+        // its write-ahead log: a family whose old data keeps a log file alive is flushed
+        // instead of letting the logs pile up (`bench/soak` found both).
+        opts.set_db_write_buffer_size(SHARD_MEMTABLES_BYTES);
+        opts.set_max_total_wal_size(SHARD_WAL_BYTES);
+        let family_opts = || {
+            let mut o = Options::default();
+            o.set_write_buffer_size(FAMILY_WRITE_BUFFER_BYTES);
+            o.set_max_write_buffer_number(2);
+            o
+        };
         let families = FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_opts()));
         let db = DB::open_cf_descriptors(&opts, &path, families)?;
         Ok(Shard {
             db: Arc::new(db),
@@ -202,6 +214,14 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+/// Write buffer of one column family of a shard (one memtable; at most two per family).
+pub const FAMILY_WRITE_BUFFER_BYTES: usize = 8 << 20;
+/// All memtables of one shard together; past this RocksDB flushes the largest.
+pub const SHARD_MEMTABLES_BYTES: usize = 32 << 20;
+/// The write-ahead log of one shard; past this RocksDB flushes the families that keep
+/// the oldest log file alive.
+pub const SHARD_WAL_BYTES: u64 = 64 << 20;
 
 /// The shard that owns `(customer, key)`: FNV-1a over both, separated by a NUL so
 /// `("ab", "c")` and `("a", "bc")` differ. Stable across versions and platforms, since

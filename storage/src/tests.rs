@@ -160,3 +160,31 @@ fn a_forgotten_intent_frees_its_key() {
     assert!(shard.journal("pur_a").unwrap().is_empty());
     assert!(shard.unfinished().unwrap().is_empty());
 }
+
+/// A shard written to for a long time keeps its write-ahead log bounded: a family that
+/// is written rarely (here `open`, as in the engine where it is written once per
+/// purchase) must not keep every old log file alive. Before the families had their own
+/// small write buffers and the shard a WAL cap, this shard kept every log file.
+#[test]
+fn the_write_ahead_log_stays_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open_or_create(tmp.path(), 1).unwrap();
+    let shard = dir.open_shard(0).unwrap();
+    let record = vec![b'x'; 2048];
+    // 150 MiB of purchase records, more than twice the WAL cap; one `open` entry early on.
+    for i in 0..75_000u32 {
+        let mut batch = Batch::default();
+        batch.put_purchase(&format!("pur_{i:08}"), &record, i == 0);
+        shard.write(batch).unwrap();
+    }
+    let wal: u64 = std::fs::read_dir(tmp.path().join("shard-000"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        wal <= 2 * SHARD_WAL_BYTES,
+        "{wal} bytes of write-ahead log, cap {SHARD_WAL_BYTES}"
+    );
+}
