@@ -601,15 +601,7 @@ impl Engine {
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit(within)
     }
 
     /// Waits (up to `within`) for the process to exit by itself, and its exit status.
@@ -624,6 +616,14 @@ impl Engine {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The value of an unlabelled metric on `/metrics` (panics when it is missing).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.client().get("/metrics", None).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
     }
 
     /// Whether the process is still running.

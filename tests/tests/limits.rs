@@ -6,13 +6,6 @@ use std::time::{Duration, Instant};
 
 use bookbroker_tests::{Client, Engine, EngineOptions, Sim, BOB_KEY, KEY};
 
-fn metric(engine: &Engine, name: &str) -> f64 {
-    let text = engine.client().get("/metrics", None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 #[test]
 fn a_request_target_over_the_limit_gets_problem_json_414() {
     let sim = Sim::start("three_protocols.toml");
@@ -99,7 +92,7 @@ fn idle_keep_alive_and_slow_headers_have_their_own_timeouts() {
         "a silent new connection was kept"
     );
 
-    assert!(metric(&engine, "bookbroker_connections_timed_out_total") >= 3.0);
+    assert!(engine.metric("bookbroker_connections_timed_out_total") >= 3.0);
 }
 
 #[test]
@@ -203,7 +196,7 @@ fn one_customer_over_its_rate_gets_429_and_others_are_served() {
     // After Retry-After demo is served again.
     std::thread::sleep(Duration::from_secs(retry));
     assert_eq!(clients[1].get(&path, Some(KEY)).status, 200);
-    assert!(metric(&engine, "bookbroker_rate_limited_total") >= limited.len() as f64);
+    assert!(engine.metric("bookbroker_rate_limited_total") >= limited.len() as f64);
 }
 
 #[test]

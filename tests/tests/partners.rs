@@ -126,13 +126,6 @@ fn count(answers: &[Value], status: &str) -> usize {
     answers.iter().filter(|a| a["status"] == status).count()
 }
 
-fn metric(engine: &Engine, name: &str) -> f64 {
-    let text = engine.client().get("/metrics", None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 /// `n` ISBNs, cycling through those the sellers stock.
 fn isbns(sim: &Sim, n: usize) -> Vec<String> {
     sim.isbns.iter().cycle().take(n).cloned().collect()
@@ -157,7 +150,7 @@ fn slow_partners_answering_in_progress_charge_nobody_wrongly() {
     let answers = buy_all(&engine, &isbns(&sim, 24), "USD", PLENTY);
     assert_eq!(count(&answers, "purchased"), 24, "{answers:#?}");
     assert_books(&sim, &answers, PLENTY);
-    assert!(metric(&engine, "bookbroker_purchase_calls_repeated_total") > 0.0);
+    assert!(engine.metric("bookbroker_purchase_calls_repeated_total") > 0.0);
     let log = engine.log_text();
     assert!(!log.contains("refused the authorization"), "{log}");
     assert!(!log.contains("capture refused"), "{log}");
@@ -194,7 +187,7 @@ fn lying_confirmations_are_checked_not_trusted() {
         json_orders.iter().all(|o| !o.is_placed()),
         "{json_orders:#?}"
     );
-    assert!(metric(&engine, "bookbroker_purchase_broken_confirmations_total") > 0.0);
+    assert!(engine.metric("bookbroker_purchase_broken_confirmations_total") > 0.0);
     for kind in sim.ledger().entries.iter().map(|e| e.kind) {
         assert_ne!(kind, LedgerKind::Refund);
     }

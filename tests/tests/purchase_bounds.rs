@@ -11,13 +11,6 @@ use bookbroker_tests::{
 /// Above every offer in the purchase scenarios.
 const PLENTY: i64 = 100_000;
 
-fn metric(engine: &Engine, name: &str) -> f64 {
-    let text = engine.client().get("/metrics", None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 #[test]
 fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
     let sim = Sim::start("purchases.toml");
@@ -72,7 +65,7 @@ fn running_purchases_are_capped_per_customer_with_429_and_retry_after() {
     // Another customer is not held back by this one.
     let bob = post(BOB_KEY, "cap-bob", 4);
     assert_eq!(bob.status, 202, "{}", bob.text());
-    assert!(metric(&engine, "bookbroker_purchases_refused_total") >= 1.0);
+    assert!(engine.metric("bookbroker_purchases_refused_total") >= 1.0);
 
     // The refused key started nothing: once a slot frees, it is a new purchase.
     let mut answers = Vec::new();
@@ -136,8 +129,8 @@ fn tokens_that_no_longer_open_after_a_restart_stop_no_core() {
     // so where an operator looks.
     let p = Client::connect(engine.addr).get(&format!("/v1/purchases/{id}"), Some(KEY));
     assert_eq!(p.json()["status"], "pending", "{}", p.text());
-    assert!(metric(&engine, "bookbroker_purchase_step_errors_total") >= 2.0);
-    assert!(metric(&engine, "bookbroker_purchases_stuck") >= 1.0);
+    assert!(engine.metric("bookbroker_purchase_step_errors_total") >= 2.0);
+    assert!(engine.metric("bookbroker_purchases_stuck") >= 1.0);
     assert!(engine
         .log_text()
         .contains("the sealed tokens cannot be opened"));
