@@ -677,6 +677,15 @@ impl HedgingConfig {
         if !(0.0..=1.0).contains(&b) {
             out.add("hedging.budget", format!("{b} is not between 0 and 1"));
         }
+        // TOML has inf and nan: an infinite floor would hedge every request without
+        // limit, and the budget's arithmetic is only meaningful for finite values.
+        let f = self.floor_per_sec;
+        if !(0.0..=1000.0).contains(&f) {
+            out.add(
+                "hedging.floor_per_sec",
+                format!("{f} is not between 0 and 1000"),
+            );
+        }
     }
 }
 
@@ -1008,6 +1017,18 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
             "sellers[1].currency",
         ] {
             assert!(f.iter().any(|x| x == want), "{want} missing from {f:?}");
+        }
+    }
+
+    #[test]
+    fn the_hedging_floor_must_be_a_finite_rate() {
+        // Found by the config fuzzer: TOML's inf and nan passed validation.
+        for floor in ["inf", "-inf", "nan", "-1.0", "5000.0"] {
+            let text = EXAMPLE.replace(
+                "budget = 0.05",
+                &format!("budget = 0.05\nfloor_per_sec = {floor}"),
+            );
+            assert_eq!(fields(&text), vec!["hedging.floor_per_sec"], "{floor}");
         }
     }
 
