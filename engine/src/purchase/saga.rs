@@ -64,6 +64,13 @@ pub enum CallError {
     },
 }
 
+/// A partner's definite "no" to a purchase call (a decline, an `ERR`, a 4xx), as
+/// [`Saga::until_definite`] ends with it. Upstream's decision, not a fault of ours or
+/// of the network: asking again with the same key would get the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused by the partner: {0}")]
+pub struct Refusal(pub String);
+
 /// A seller's answer to an order, in the saga's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderReply {
@@ -404,7 +411,7 @@ impl<'w, W: Partners> Saga<'w, W> {
     /// `Err` with a refusal. An unknown outcome is never returned. `call` gets the number
     /// of the attempt (0 first), so a partner that is always slower than our timeout can
     /// be given more time on each repeat.
-    async fn until_definite<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, String>
+    async fn until_definite<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, Refusal>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
@@ -419,7 +426,7 @@ impl<'w, W: Partners> Saga<'w, W> {
                 }
                 Err(CallError::Refused(why)) => {
                     self.set_stuck(false);
-                    return Err(why);
+                    return Err(Refusal(why));
                 }
                 Err(CallError::Unknown { why, retry_after }) => {
                     attempt = attempt.saturating_add(1);
@@ -524,7 +531,7 @@ impl<'w, W: Partners> Saga<'w, W> {
                 };
                 self.finish_from(next, outcome, "declined").await
             }
-            Err(why) => {
+            Err(Refusal(why)) => {
                 tracing::warn!(purchase = %self.p.id, %why, "the payment provider refused the authorization");
                 let outcome = failed(&next, "payment_refused");
                 self.finish_from(next, outcome, "authorization refused")
@@ -774,7 +781,7 @@ impl<'w, W: Partners> Saga<'w, W> {
                         .await
                 }
             },
-            Err(why) => {
+            Err(Refusal(why)) => {
                 tracing::warn!(purchase = %self.p.id, seller = %c.seller, %why, "seller refused the order");
                 next.skipped = next.skipped.saturating_add(1);
                 self.commit(next, "order refused", false).await
@@ -851,7 +858,7 @@ impl<'w, W: Partners> Saga<'w, W> {
                 let outcome = purchased(&self.p, &order);
                 self.finish(outcome, "captured").await
             }
-            Ok(SettleOutcome::Refused { error: why }) | Err(why) => {
+            Ok(SettleOutcome::Refused { error: why }) | Err(Refusal(why)) => {
                 tracing::warn!(purchase = %self.p.id, %why, "capture refused; compensating");
                 let outcome = failed(&self.p, "capture_refused");
                 self.compensate_with(outcome, "capture refused").await
@@ -880,7 +887,7 @@ impl<'w, W: Partners> Saga<'w, W> {
                     tracing::info!(purchase = %self.p.id, %error, "void refused: nothing is held");
                 }
                 Ok(SettleOutcome::Done { .. }) => {}
-                Err(why) => {
+                Err(Refusal(why)) => {
                     tracing::warn!(purchase = %self.p.id, %why, "void refused: nothing is held");
                 }
             }
