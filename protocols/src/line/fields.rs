@@ -61,6 +61,12 @@ pub(crate) fn split_line(line: &[u8]) -> Result<(&str, &str, Option<&str>), Line
     if line.len() >= MAX_LINE {
         return Err(LineError::TooLong);
     }
+    // A CR can only end a line: inside one, the field that holds it could not be sent
+    // back (encoders write it as a space), so an offer id with a CR could never be
+    // ordered.
+    if line.contains(&b'\r') {
+        return Err(bad("line", "CR inside the line"));
+    }
     let line = std::str::from_utf8(line).map_err(|_| LineError::NotUtf8)?;
     let (head, rest) = match line.split_once('\t') {
         Some((h, r)) => (h, Some(r)),

@@ -299,6 +299,46 @@ mod tests {
     }
 
     #[test]
+    fn a_tab_in_a_title_becomes_a_space() {
+        // Found by the line_seller fuzz target: the title was taken whole, TABs and
+        // all, so what the engine read was not what any encoder could write.
+        let line =
+            b"OFFER q\to-1\t9780131103627\tNEW\t1250\t399\tGBP\t3\tThe C\tProgramming\tLanguage";
+        let Ok(Response::Offer { offer, .. }) = Response::decode(line) else {
+            panic!("not an offer");
+        };
+        assert_eq!(offer.title, "The C Programming Language");
+        let mut out = Vec::new();
+        Response::Offer {
+            tag: "q".into(),
+            offer: offer.clone(),
+        }
+        .encode(&mut out);
+        let Ok(Response::Offer { offer: again, .. }) = Response::decode(&out) else {
+            panic!("not an offer");
+        };
+        assert_eq!(again, offer);
+    }
+
+    #[test]
+    fn a_cr_inside_a_line_is_refused_and_a_title_request_is_normalized() {
+        // Found by the line_seller fuzz target, as the title above.
+        assert!(matches!(
+            Response::decode(b"ORDERED t\to-1\r2\t100\tGBP"),
+            Err(LineError::BadFields { .. })
+        ));
+        assert!(Response::decode(b"END t\r").is_ok());
+        let Ok(Request::Quote { query, .. }) = Request::decode(b"QUOTE q\tTITLE\tLes\tMis") else {
+            panic!("not a quote");
+        };
+        assert_eq!(query, QuoteQuery::Title("Les Mis".into()));
+        let Ok(Response::Err { message, .. }) = Response::decode(b"ERR q\tE1\tno\tluck") else {
+            panic!("not an error");
+        };
+        assert_eq!(message, "no luck");
+    }
+
+    #[test]
     fn long_titles_are_cut_to_fit() {
         let offer = SellerOffer {
             offer_id: "o".into(),

@@ -1,7 +1,8 @@
 //! Request lines, client to seller: the engine encodes them, a seller decodes them.
 
 use super::fields::{
-    bad, field, fields, head, last_field, number, parse_amount, parse_currency, shorten, split_line,
+    bad, field, fields, head, last_field, number, parse_amount, parse_currency, sanitize_field,
+    shorten, split_line,
 };
 use super::LineError;
 use crate::isbn::Isbn;
@@ -92,7 +93,8 @@ impl Request {
                     "ISBN" => QuoteQuery::Isbn(
                         Isbn::parse(value).map_err(|e| bad(V, format!("isbn: {e}")))?,
                     ),
-                    "TITLE" => QuoteQuery::Title(value.to_string()),
+                    // Taken whole; a stray TAB becomes the space an encoder writes.
+                    "TITLE" => QuoteQuery::Title(sanitize_field(value).into_owned()),
                     _ => return Err(bad(V, "expected ISBN or TITLE")),
                 };
                 Ok(Request::Quote { tag, query })

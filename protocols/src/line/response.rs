@@ -2,7 +2,7 @@
 
 use super::fields::{
     bad, field, fields, head, last_field, number, parse_amount, parse_currency, parse_digits,
-    parse_signed_amount, shorten, split_line,
+    parse_signed_amount, sanitize_field, shorten, split_line,
 };
 use super::LineError;
 use crate::isbn::Isbn;
@@ -166,7 +166,9 @@ impl Response {
         match verb {
             "OFFER" => {
                 const V: &str = "OFFER";
-                // The title is last and taken whole, so a stray TAB in it costs nothing.
+                // The title is last and taken whole, so a stray TAB in it costs nothing;
+                // it becomes a space, as an encoder would have written it, so a title
+                // never holds TAB, CR or LF whoever sent it.
                 let mut it = rest
                     .ok_or_else(|| bad(V, "missing fields"))?
                     .splitn(8, '\t');
@@ -189,7 +191,7 @@ impl Response {
                     offer: SellerOffer {
                         offer_id: offer_id.to_string(),
                         isbn,
-                        title: title.to_string(),
+                        title: sanitize_field(title).into_owned(),
                         condition: Condition::from_seller(condition),
                         price: parse_amount(V, "price_minor", price)?,
                         shipping: parse_amount(V, "shipping_minor", shipping)?,
@@ -259,7 +261,8 @@ impl Response {
                 Ok(Response::Err {
                     tag,
                     code: code.to_string(),
-                    message: message.to_string(),
+                    // Taken whole, like a title: a stray TAB becomes a space.
+                    message: sanitize_field(message).into_owned(),
                 })
             }
             other => Err(LineError::UnknownVerb(shorten(other))),
