@@ -299,6 +299,16 @@ mod tree {
     /// Closes the innermost open element into its parent, or makes it the root.
     fn close(stack: &mut Vec<Element>, root: &mut Option<Element>) -> Result<(), String> {
         let mut el = stack.pop().ok_or("unbalanced end tag")?;
+        // A seller that sends a raw NUL (or another character XML 1.0 cannot carry) gets
+        // a space for it, as our own encoder writes it: what we read is always text an
+        // XML document could hold.
+        if el.text.contains(|c| !carriable(c)) {
+            el.text = el
+                .text
+                .chars()
+                .map(|c| if carriable(c) { c } else { ' ' })
+                .collect();
+        }
         let trimmed = el.text.trim();
         if trimmed.len() != el.text.len() {
             el.text = trimmed.to_string();
@@ -366,6 +376,12 @@ mod tree {
         root.ok_or_else(|| "no root element".to_string())
     }
 
+    /// Whether XML 1.0 can carry `c`: not a control character other than TAB, CR and LF,
+    /// and not U+FFFE or U+FFFF.
+    pub(crate) fn carriable(c: char) -> bool {
+        matches!(c, '\t' | '\n' | '\r') || !(c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}')
+    }
+
     /// Escapes text or an attribute value, and replaces characters XML 1.0 cannot carry
     /// (control characters other than TAB, CR, LF) with spaces.
     pub(crate) fn escape(text: &str) -> String {
@@ -377,9 +393,8 @@ mod tree {
                 '>' => out.push_str("&gt;"),
                 '"' => out.push_str("&quot;"),
                 '\'' => out.push_str("&apos;"),
-                '\t' | '\n' | '\r' => out.push(c),
-                c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push(' '),
-                c => out.push(c),
+                c if carriable(c) => out.push(c),
+                _ => out.push(' '),
             }
         }
         out
@@ -581,6 +596,14 @@ pub mod server {
                 Some("inProgress")
             );
             assert!(doc.child("orderId").is_none() && doc.child("total").is_none());
+        }
+
+        #[test]
+        fn characters_xml_cannot_carry_are_read_as_spaces() {
+            // Found by the xml_seller fuzz target: a raw NUL in a title was read as is,
+            // though no XML document (ours included) can carry it.
+            let doc = super::tree::parse(b"<a><title>C\0\x08Lang\0</title></a>").unwrap();
+            assert_eq!(doc.child("title").map(|t| t.text.as_str()), Some("C  Lang"));
         }
     }
 }
