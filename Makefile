@@ -16,7 +16,7 @@ CARGO ?= cargo
 export CC := ccache cc
 export CXX := ccache c++
 
-.PHONY: demo test deps lint build unit-and-integration bench-check api-fuzz cluster-demo cluster-drill
+.PHONY: demo test deps lint build unit-and-integration bench-check api-fuzz fuzz cluster-demo cluster-drill
 
 # The demo runs the same debug build as `make test` (one RocksDB compile shared by both
 # commands on a fresh machine; a release build would compile its C++ again). Benchmarks
@@ -54,6 +54,11 @@ unit-and-integration: build
 # breaks the schema, no undocumented status. Installs schemathesis on first use.
 api-fuzz: build
 	bash scripts/api-fuzz.sh
+
+# Coverage-guided fuzzing of every decoder, FUZZ_SECONDS (600) per target; nightly and
+# cargo-fuzz are installed on first use. `make test` only replays the corpora (stable).
+fuzz: deps
+	bash scripts/fuzz.sh
 
 # Compile every benchmark and run each once in test mode, so benches cannot rot.
 bench-check:

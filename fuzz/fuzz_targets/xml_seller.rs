@@ -1,0 +1,4 @@
+//! libFuzzer entry for `bookbroker_fuzz_bodies::xml_seller`; the checks live there.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bookbroker_fuzz_bodies::xml_seller(data));
