@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages the build needs, only when they are missing, and checks
-# what glommio needs from the host (io_uring, locked memory). Safe to run repeatedly.
+# Installs the system packages the build needs, only when they are missing, and says
+# whether the host allows io_uring (otherwise the engine runs on epoll). Safe to run
+# repeatedly.
 #   scripts/ensure-deps.sh           what the build and the tests need (haproxy: the
 #                                    cluster test and `make cluster-demo` put it in front;
 #                                    socat: to talk to HAProxy's runtime API by hand;
@@ -44,9 +45,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ -n "$policy" ]; then $sudo rm -f "$policy"; fi
 fi
 
-# glommio: io_uring must be enabled and each executor locks a little memory.
+# io_uring is optional: where it is refused, `runtime = "auto"` runs on epoll and says so.
 if [ -r /proc/sys/kernel/io_uring_disabled ] && [ "$(cat /proc/sys/kernel/io_uring_disabled)" = "2" ]; then
-  echo "ensure-deps: warning: io_uring is disabled (kernel.io_uring_disabled=2); the engine cannot start" >&2
+  echo "ensure-deps: note: io_uring is disabled (kernel.io_uring_disabled=2); the engine will run on epoll" >&2
 fi
 memlock=$(ulimit -l)
 echo "ensure-deps: ok (locked-memory limit: ${memlock} KiB; uid $(id -u))"
