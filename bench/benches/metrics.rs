@@ -8,32 +8,13 @@
 
 use std::time::Duration;
 
-use bookbroker_engine::metrics::{Counter, Metrics, Route, SellerOutcome};
+use bookbroker_engine::metrics::{Counter, Metrics, BUCKETS, OUTCOMES, ROUTES};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
-const BUCKETS: [f64; 13] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-const ROUTES: [(Route, &str); 7] = [
-    (Route::Quotes, "quotes"),
-    (Route::Purchases, "purchases"),
-    (Route::PurchaseGet, "purchase_get"),
-    (Route::Metrics, "metrics"),
-    (Route::Healthz, "healthz"),
-    (Route::Readyz, "readyz"),
-    (Route::Other, "other"),
-];
-const OUTCOMES: [(SellerOutcome, &str); 5] = [
-    (SellerOutcome::Ok, "ok"),
-    (SellerOutcome::Timeout, "timeout"),
-    (SellerOutcome::Error, "error"),
-    (SellerOutcome::RateLimited, "rate_limited"),
-    (SellerOutcome::Unavailable, "unavailable"),
-];
 const CODES: [u16; 3] = [200, 400, 503];
 const COUNTERS: usize = 25;
 const GAUGES: usize = 3;

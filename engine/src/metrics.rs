@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 13] = [
+pub const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
@@ -33,7 +33,8 @@ pub enum Route {
     Other,
 }
 
-const ROUTES: [(Route, &str); 7] = [
+/// Every route with its `route` label value.
+pub const ROUTES: [(Route, &str); 7] = [
     (Route::Quotes, "quotes"),
     (Route::Purchases, "purchases"),
     (Route::PurchaseGet, "purchase_get"),
@@ -63,7 +64,8 @@ pub enum SellerOutcome {
     Unavailable,
 }
 
-const OUTCOMES: [(SellerOutcome, &str); 5] = [
+/// Every seller outcome with its `outcome` label value.
+pub const OUTCOMES: [(SellerOutcome, &str); 5] = [
     (SellerOutcome::Ok, "ok"),
     (SellerOutcome::Timeout, "timeout"),
     (SellerOutcome::Error, "error"),
