@@ -68,6 +68,10 @@ fn percent_encode(value: &str) -> String {
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`); invalid escapes or
 /// UTF-8 are an error.
+///
+/// Hand-written rather than `percent-encoding`/`form_urlencoded`: those pass an invalid
+/// escape through as text and replace invalid UTF-8 with U+FFFD, and a customer's
+/// malformed query must be a 400 naming it, not a search for something else.
 pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, crate::RequestError> {
     fn hex(b: u8) -> Option<u8> {
         match b {

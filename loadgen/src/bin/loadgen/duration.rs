@@ -1,4 +1,7 @@
 //! Durations as people type them on a command line: `30s`, `500ms`, `2m`, `1.5s`.
+//!
+//! Hand-written rather than `humantime`: humantime refuses fractions (`1.5s`), which
+//! load runs are often given in, and this is twenty lines.
 
 use std::time::Duration;
 
