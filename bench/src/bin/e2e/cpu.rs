@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use crate::measure::{run_load, run_loadgen, Load};
 use crate::procs::{free_port, start_engine, start_sim, wait_listening, Proc, Sim};
 use crate::report::{f, table, Row};
+use crate::syscalls::Syscalls;
 use crate::Ctx;
 
 pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> Result<()> {
@@ -18,7 +19,7 @@ pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> R
     let nginx = NginxProxy::start()?;
     let tokio = start_tokio_baseline(ctx, &sim)?;
     let mut rows = Vec::new();
-    for rate in [1000u64, 2000, 3000] {
+    for rate in [1000u64, 3000, 6000] {
         let load = Load {
             scenario: "quotes",
             rate,
@@ -76,7 +77,7 @@ pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> R
                     &[p.0.id()],
                     || Ok(0),
                 )?;
-                Some(t.cpu_us_per_answer())
+                Some((t.cpu_us_per_answer(), t.syscalls, t.answers()))
             }
             None => None,
         };
@@ -90,8 +91,10 @@ pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> R
                 format!("{:.2}", m.upstream as f64 / answers),
                 baseline.map_or("n/a".into(), |b| format!("{b:.1}")),
                 baseline.map_or("n/a".into(), |b| format!("{:.2}x", cpu_us / b)),
-                tokio_us.map_or("n/a".into(), |t| format!("{t:.1}")),
-                tokio_us.map_or("n/a".into(), |t| format!("{:.2}x", t / cpu_us)),
+                tokio_us.map_or("n/a".into(), |(t, _, _)| format!("{t:.1}")),
+                tokio_us.map_or("n/a".into(), |(t, _, _)| format!("{:.2}x", t / cpu_us)),
+                per_quote(m.syscalls, answers),
+                tokio_us.map_or("n/a".into(), |(_, s, n)| per_quote(s, n)),
             ],
         });
     }
@@ -108,6 +111,8 @@ pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> R
             "engine / nginx",
             "tokio + axum + reqwest: CPU µs per quote",
             "tokio / engine",
+            "engine per quote: syscalls / io_uring_enter / socket read+write / epoll_wait / ring ops",
+            "tokio per quote: syscalls / io_uring_enter / socket read+write / epoll_wait / ring ops",
         ],
         &rows,
     ));
@@ -118,7 +123,11 @@ pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> R
          the quote rate: the same HTTP exchanges per second (a quote is six, a proxied \
          request two). The tokio baseline (`bench/baseline-tokio`: tokio with one worker, \
          axum, one reqwest client, the same protocol codecs) runs pinned like the engine and \
-         answers the same quotes from the same sellers.\n\n",
+         answers the same quotes from the same sellers. System calls and ring operations \
+         are counted by `perf stat` on the kernel's tracepoints (`raw_syscalls`, \
+         `io_uring:io_uring_submit_req`) for every thread of the process, during the same \
+         window; socket read+write counts sendto, recvfrom, sendmsg, recvmsg, read, write \
+         and writev.\n\n",
     );
     if nginx.is_none() {
         report.push_str("(nginx was not found, so its columns are empty.)\n\n");
@@ -127,6 +136,24 @@ pub(crate) fn cpu_per_quote(ctx: &Ctx, scenario: &str, report: &mut String) -> R
         report.push_str("(bench/baseline-tokio is not built, so its columns are empty.)\n\n");
     }
     Ok(())
+}
+
+/// System calls and ring operations per answer, as the table shows them.
+fn per_quote(s: Option<Syscalls>, answers: f64) -> String {
+    match s {
+        Some(s) => {
+            let per = |n: u64| n as f64 / answers;
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+                per(s.all),
+                per(s.ring_enter),
+                per(s.socket_io),
+                per(s.waits),
+                per(s.ring_ops)
+            )
+        }
+        None => "n/a".into(),
+    }
 }
 
 /// Starts the tokio baseline (built by `bench/e2e` into its own target directory) on

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::procs::{Engine, Sim};
 use crate::report::f;
+use crate::syscalls::{self, Syscalls};
 use crate::{Ctx, API_KEY};
 
 /// CPU seconds (user + system) of a process so far.
@@ -45,6 +46,9 @@ pub(crate) struct Measured {
     pub(crate) upstream: u64,
     /// Rescheduling interrupts each CPU took in the measured window.
     pub(crate) resched: Vec<u64>,
+    /// System calls and ring operations of the first watched process in the window, when
+    /// perf could count them.
+    pub(crate) syscalls: Option<Syscalls>,
 }
 
 impl Measured {
@@ -126,7 +130,11 @@ pub(crate) fn run_loadgen(
         .iter()
         .map(|p| cpu_seconds(ctx, *p))
         .collect::<Result<_>>()?;
+    let counting = watch
+        .first()
+        .and_then(|pid| syscalls::start(*pid, &ctx.out, name));
     let status = child.wait()?;
+    let syscalls = counting.and_then(syscalls::Counting::stop);
     let up1 = upstream()?;
     let res1 = resched_interrupts();
     let after: Vec<f64> = watch
@@ -146,6 +154,7 @@ pub(crate) fn run_loadgen(
             .zip(res0.iter().chain(std::iter::repeat(&0)))
             .map(|(a, b)| a.saturating_sub(*b))
             .collect(),
+        syscalls,
     })
 }
 
