@@ -13,8 +13,6 @@
 //! bookbroker_fuzz_bodies::json_seller(raw);
 //! ```
 
-pub mod raw;
-
 use bookbroker_engine::auth::ApiKeys;
 use bookbroker_engine::config::{parse_url, Config};
 use bookbroker_engine::purchase::api::parse_body;
@@ -22,11 +20,9 @@ use bookbroker_engine::purchase::secrets::TokenCipher;
 use bookbroker_engine::quotes::parse_request;
 use bookbroker_engine::ratelimit::RateLimits;
 use bookbroker_protocols::admin;
-use bookbroker_protocols::http::{HttpResponse, Reply};
+use bookbroker_protocols::capture::RawResponse;
 use bookbroker_protocols::line::{LineBuffer, Request, Response};
 use bookbroker_protocols::{json_seller, payment, xml_seller, Currency, FxTable};
-
-use crate::raw::RawResponse;
 
 /// One target's checks.
 pub type Check = fn(&[u8]);
@@ -43,15 +39,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config", config),
 ];
 
-/// The view of a server-side encoder's answer that a client-side decoder gets.
-fn reply_of(response: &HttpResponse) -> Reply<'_> {
-    Reply {
-        status: response.status,
-        retry_after: None,
-        body: &response.body,
-    }
-}
-
 /// A json seller's answer to a quote, an order and a cancel (the same bytes through
 /// all three decoders), and a request to a simulated json seller.
 pub fn json_seller(data: &[u8]) {
@@ -59,11 +46,8 @@ pub fn json_seller(data: &[u8]) {
         let reply = raw.reply();
         if let Ok(offers) = json_seller::decode_quote(reply) {
             // What we accepted, a seller could have sent in our own encoding.
-            let again = json_seller::server::encode_quote(&offers);
-            assert_eq!(
-                json_seller::decode_quote(reply_of(&again)).ok(),
-                Some(offers)
-            );
+            let again = RawResponse::from_encoded(&json_seller::server::encode_quote(&offers));
+            assert_eq!(json_seller::decode_quote(again.reply()).ok(), Some(offers));
         }
         let _ = json_seller::decode_order(reply);
         let _ = json_seller::decode_cancel(reply);
@@ -83,11 +67,8 @@ pub fn xml_seller(data: &[u8]) {
     if let Some(raw) = RawResponse::parse(data) {
         let reply = raw.reply();
         if let Ok(offers) = xml_seller::decode_quote(reply) {
-            let again = xml_seller::server::encode_quote(&offers);
-            assert_eq!(
-                xml_seller::decode_quote(reply_of(&again)).ok(),
-                Some(offers)
-            );
+            let again = RawResponse::from_encoded(&xml_seller::server::encode_quote(&offers));
+            assert_eq!(xml_seller::decode_quote(again.reply()).ok(), Some(offers));
         }
         let _ = xml_seller::decode_order(reply);
         let _ = xml_seller::decode_cancel(reply);
@@ -169,11 +150,8 @@ pub fn payment(data: &[u8]) {
     if let Some(raw) = RawResponse::parse(data) {
         let reply = raw.reply();
         if let Ok(outcome) = payment::decode_authorize(reply) {
-            let again = payment::server::encode_authorize(&outcome);
-            assert_eq!(
-                payment::decode_authorize(reply_of(&again)).ok(),
-                Some(outcome)
-            );
+            let again = RawResponse::from_encoded(&payment::server::encode_authorize(&outcome));
+            assert_eq!(payment::decode_authorize(again.reply()).ok(), Some(outcome));
         }
         let _ = payment::decode_settle(reply);
         let _ = payment::decode_ledger(reply);

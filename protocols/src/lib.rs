@@ -11,6 +11,8 @@
 //! * [`json_seller`], [`xml_seller`], [`line`]: the three seller protocols.
 //! * [`payment`]: the payment provider's API.
 //! * [`admin`]: the order listings that simulated sellers expose for checks.
+//! * [`capture`]: a captured HTTP response read from bytes, for fixtures, fuzzers and
+//!   benchmarks.
 //!
 //! # Example
 //!
@@ -37,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod capture;
 pub mod error;
 pub mod fx;
 pub mod http;

@@ -15,7 +15,7 @@ use bookbroker_protocols::payment::{
 };
 use bookbroker_protocols::{json_seller, xml_seller};
 use bookbroker_protocols::{Currency, DecodeError, Isbn, Money, RequestError, SellerOffer};
-use common::{fixture_bytes, RawResponse};
+use common::{fixture_bytes, parse, RawResponse};
 use proptest::prelude::*;
 
 fn currency() -> impl Strategy<Value = Currency> {
@@ -252,7 +252,7 @@ proptest! {
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         cut in any::<prop::sample::Index>(),
     ) {
-        let raw = RawResponse::parse(&fixture_bytes(fixture));
+        let raw = parse(&fixture_bytes(fixture));
         let mut body = raw.body.clone();
         for (at, byte) in edits {
             if !body.is_empty() {

@@ -10,7 +10,7 @@ use bookbroker_protocols::offer::{CancelOutcome, Condition, OrderOutcome, QuoteQ
 use bookbroker_protocols::payment::{self, AuthorizeOutcome, SettleOutcome};
 use bookbroker_protocols::{json_seller, xml_seller};
 use bookbroker_protocols::{Currency, DecodeError, Isbn, Money, SellerOffer};
-use common::{fixture_bytes, RawResponse};
+use common::{fixture, fixture_bytes};
 
 fn isbn(s: &str) -> Isbn {
     Isbn::parse(s).unwrap()
@@ -41,7 +41,7 @@ fn offer(
 
 #[test]
 fn helper_dechunks() {
-    let raw = RawResponse::fixture("json_quote_chunked.http");
+    let raw = fixture("json_quote_chunked.http");
     assert_eq!(raw.status, 200);
     assert!(raw.header("Transfer-Encoding").is_some());
     assert!(std::str::from_utf8(&raw.body).is_ok());
@@ -51,7 +51,7 @@ fn helper_dechunks() {
 
 #[test]
 fn json_quote_pretty_unknown_fields_any_order() {
-    let raw = RawResponse::fixture("json_quote_ok.http");
+    let raw = fixture("json_quote_ok.http");
     let offers = json_seller::decode_quote(raw.reply()).unwrap();
     let usd = Currency::USD;
     assert_eq!(
@@ -103,7 +103,7 @@ fn json_quote_pretty_unknown_fields_any_order() {
 
 #[test]
 fn json_quote_chunked() {
-    let raw = RawResponse::fixture("json_quote_chunked.http");
+    let raw = fixture("json_quote_chunked.http");
     let offers = json_seller::decode_quote(raw.reply()).unwrap();
     let eur = Currency::EUR;
     assert_eq!(
@@ -135,13 +135,13 @@ fn json_quote_chunked() {
 
 #[test]
 fn json_quote_empty() {
-    let raw = RawResponse::fixture("json_quote_empty.http");
+    let raw = fixture("json_quote_empty.http");
     assert_eq!(json_seller::decode_quote(raw.reply()).unwrap(), vec![]);
 }
 
 #[test]
 fn json_quote_overload_and_failures() {
-    let busy = |name| json_seller::decode_quote(RawResponse::fixture(name).reply()).unwrap_err();
+    let busy = |name| json_seller::decode_quote(fixture(name).reply()).unwrap_err();
     assert_eq!(
         busy("json_quote_429.http"),
         DecodeError::Busy {
@@ -167,7 +167,7 @@ fn json_quote_overload_and_failures() {
 
 #[test]
 fn json_order_answers() {
-    let decode = |name| json_seller::decode_order(RawResponse::fixture(name).reply());
+    let decode = |name| json_seller::decode_order(fixture(name).reply());
     assert_eq!(
         decode("json_order_created.http").unwrap(),
         OrderOutcome::Ordered {
@@ -192,18 +192,18 @@ fn json_order_answers() {
         }
     );
     assert_eq!(
-        json_seller::decode_cancel(RawResponse::fixture("json_cancel_ok.http").reply()).unwrap(),
+        json_seller::decode_cancel(fixture("json_cancel_ok.http").reply()).unwrap(),
         CancelOutcome::Cancelled
     );
     assert_eq!(
-        json_seller::error_code(&RawResponse::fixture("json_order_sold_out.http").body).as_deref(),
+        json_seller::error_code(&fixture("json_order_sold_out.http").body).as_deref(),
         Some("sold_out")
     );
 }
 
 #[test]
 fn xml_quote_whitespace_entities_cdata_unknown_elements() {
-    let raw = RawResponse::fixture("xml_quote_ok.http");
+    let raw = fixture("xml_quote_ok.http");
     let offers = xml_seller::decode_quote(raw.reply()).unwrap();
     let eur = Currency::EUR;
     // resultCount says 7; the three Book elements are what counts.
@@ -246,8 +246,7 @@ fn xml_quote_whitespace_entities_cdata_unknown_elements() {
 
 #[test]
 fn xml_quote_chunked_empty_busy_truncated() {
-    let offers =
-        xml_seller::decode_quote(RawResponse::fixture("xml_quote_chunked.http").reply()).unwrap();
+    let offers = xml_seller::decode_quote(fixture("xml_quote_chunked.http").reply()).unwrap();
     assert_eq!(
         offers,
         vec![offer(
@@ -262,29 +261,29 @@ fn xml_quote_chunked_empty_busy_truncated() {
         )]
     );
     assert_eq!(
-        xml_seller::decode_quote(RawResponse::fixture("xml_quote_empty.http").reply()).unwrap(),
+        xml_seller::decode_quote(fixture("xml_quote_empty.http").reply()).unwrap(),
         vec![]
     );
     assert_eq!(
-        xml_seller::decode_quote(RawResponse::fixture("xml_quote_503.http").reply()).unwrap_err(),
+        xml_seller::decode_quote(fixture("xml_quote_503.http").reply()).unwrap_err(),
         DecodeError::Busy {
             retry_after_ms: Some(3000)
         }
     );
     assert!(matches!(
-        xml_seller::decode_quote(RawResponse::fixture("xml_quote_truncated.http").reply()),
+        xml_seller::decode_quote(fixture("xml_quote_truncated.http").reply()),
         Err(DecodeError::Malformed(_))
     ));
     // A JSON body is not XML.
     assert!(matches!(
-        xml_seller::decode_quote(RawResponse::fixture("json_quote_ok.http").reply()),
+        xml_seller::decode_quote(fixture("json_quote_ok.http").reply()),
         Err(DecodeError::Malformed(_))
     ));
 }
 
 #[test]
 fn xml_order_and_cancel_answers() {
-    let decode = |name| xml_seller::decode_order(RawResponse::fixture(name).reply());
+    let decode = |name| xml_seller::decode_order(fixture(name).reply());
     assert_eq!(
         decode("xml_order_ok.http").unwrap(),
         OrderOutcome::Ordered {
@@ -310,14 +309,14 @@ fn xml_order_and_cancel_answers() {
         }
     );
     assert_eq!(
-        xml_seller::decode_cancel(RawResponse::fixture("xml_cancel_ok.http").reply()).unwrap(),
+        xml_seller::decode_cancel(fixture("xml_cancel_ok.http").reply()).unwrap(),
         CancelOutcome::Cancelled
     );
 }
 
 #[test]
 fn payment_answers() {
-    let fx = RawResponse::fixture;
+    let fx = fixture;
     assert_eq!(
         payment::decode_authorize(fx("payment_authorize_created.http").reply()).unwrap(),
         AuthorizeOutcome::Authorized {
@@ -480,7 +479,7 @@ fn line_responses_interleaved_in_any_chunking() {
 /// first request may still succeed).
 #[test]
 fn keys_in_progress_are_unknown_not_refused() {
-    let fx = RawResponse::fixture;
+    let fx = fixture;
     let in_progress = |e: DecodeError| matches!(e, DecodeError::InProgress { .. });
     assert_eq!(
         json_seller::decode_order(fx("json_order_key_in_use.http").reply()).unwrap_err(),
@@ -504,7 +503,7 @@ fn keys_in_progress_are_unknown_not_refused() {
 /// through so the order can be cancelled; the total must not become a price.
 #[test]
 fn confirmations_that_make_no_sense() {
-    let fx = RawResponse::fixture;
+    let fx = fixture;
     assert_eq!(
         json_seller::decode_order(fx("json_order_unknown_currency.http").reply()).unwrap_err(),
         DecodeError::Unconfirmed {
