@@ -48,6 +48,9 @@ pub(crate) struct Ctx {
     pub(crate) runs: usize,
     /// `--runtime=NAME`: the engine's executor backend; `None` leaves its default.
     pub(crate) runtime: Option<String>,
+    /// `--set=section.key=value` (repeatable): engine settings every experiment gets,
+    /// on top of its own.
+    pub(crate) set: Vec<String>,
 }
 
 impl Ctx {
@@ -85,6 +88,11 @@ fn main() -> Result<()> {
             .iter()
             .find_map(|a| a.strip_prefix("--runtime="))
             .map(str::to_string),
+        set: args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--set="))
+            .map(str::to_string)
+            .collect(),
     };
     std::fs::create_dir_all(&ctx.out)?;
     let scenario = std::fs::read_to_string(ctx.root.join("bench/scenarios/fanout5.toml"))?;
@@ -92,11 +100,15 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut report = String::new();
     report.push_str(&format!(
-        "Produced by `bench/e2e{}{}` on {} ({} CPUs){}.\n\n",
+        "Produced by `bench/e2e{}{}{}` on {} ({} CPUs){}.\n\n",
         if quick { " --quick" } else { "" },
         ctx.runtime
             .as_deref()
             .map_or(String::new(), |r| format!(" --runtime={r}")),
+        ctx.set
+            .iter()
+            .map(|s| format!(" --set={s}"))
+            .collect::<String>(),
         chrono_like_now(),
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -91,7 +91,13 @@ pub(crate) fn start_engine(
     let data = tempfile::tempdir()?;
     let config = data.path().join("engine.toml");
     let text = std::fs::read_to_string(&sim.config)?;
-    std::fs::write(&config, with_sections(&text, extra))?;
+    let mut settings = extra.to_string();
+    for set in &ctx.set {
+        // `section.key=value`, as with_sections reads it.
+        settings.push('\n');
+        settings.push_str(set);
+    }
+    std::fs::write(&config, with_sections(&text, &settings))?;
     let addr = format!("127.0.0.1:{}", free_port()?);
     let child = Command::new("taskset")
         .args(["-c", cpus])
