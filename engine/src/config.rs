@@ -99,6 +99,11 @@ pub struct ServerConfig {
     /// The executor backend: `auto` (io_uring when the host allows it, else epoll),
     /// `io_uring`, `epoll` or `glommio`.
     pub runtime: crate::rt::RuntimeChoice,
+    /// io_uring backend: how long an idle core lets a completion wait for others before
+    /// it wakes for them (µs; 0 = wake for each, as compio does). Needs Linux 6.12.
+    pub io_uring_coalesce_us: u32,
+    /// io_uring backend: this many completions end the wait at once.
+    pub io_uring_coalesce_events: u32,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +122,8 @@ impl Default for ServerConfig {
             max_in_flight_per_core: 4096,
             body_timeout_ms: 10_000,
             runtime: crate::rt::RuntimeChoice::Auto,
+            io_uring_coalesce_us: 1000,
+            io_uring_coalesce_events: 16,
         }
     }
 }
@@ -651,6 +658,27 @@ impl ServerConfig {
             out.add("server.data_dir", "must not be empty");
         }
         out.range("server.body_timeout_ms", self.body_timeout_ms, 1, 600_000);
+        // Longer than 10 ms would be latency for nothing: a quote is over by then.
+        out.range(
+            "server.io_uring_coalesce_us",
+            u64::from(self.io_uring_coalesce_us),
+            0,
+            10_000,
+        );
+        out.range(
+            "server.io_uring_coalesce_events",
+            u64::from(self.io_uring_coalesce_events),
+            1,
+            4096,
+        );
+    }
+
+    /// How the io_uring backend coalesces completions; `None` when it does not.
+    pub fn coalesce(&self) -> Option<crate::rt::Coalesce> {
+        (self.io_uring_coalesce_us > 0).then_some(crate::rt::Coalesce {
+            window_us: self.io_uring_coalesce_us,
+            events: self.io_uring_coalesce_events.max(1),
+        })
     }
 }
 
@@ -1030,6 +1058,30 @@ api_key_sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a2
             );
             assert_eq!(fields(&text), vec!["hedging.floor_per_sec"], "{floor}");
         }
+    }
+
+    #[test]
+    fn completion_coalescing_is_bounded_and_zero_turns_it_off() {
+        let with = |lines: &str| EXAMPLE.replacen("[server]\n", &format!("[server]\n{lines}\n"), 1);
+        assert!(fields(&with("io_uring_coalesce_us = 10000")).is_empty());
+        assert_eq!(
+            fields(&with("io_uring_coalesce_us = 10001")),
+            vec!["server.io_uring_coalesce_us"]
+        );
+        assert_eq!(
+            fields(&with("io_uring_coalesce_events = 0")),
+            vec!["server.io_uring_coalesce_events"]
+        );
+        let off = Config::from_toml_str("[server]\nio_uring_coalesce_us = 0\n").unwrap();
+        assert_eq!(off.server.coalesce(), None);
+        let on = Config::from_toml_str("").unwrap().server.coalesce();
+        assert_eq!(
+            on,
+            Some(crate::rt::Coalesce {
+                window_us: 1000,
+                events: 16
+            })
+        );
     }
 
     #[test]

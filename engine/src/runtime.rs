@@ -214,7 +214,7 @@ impl Engine {
             );
         }
         preflight(listen)?;
-        let selection = rt::select(config.server.runtime)
+        let selection = rt::select(config.server.runtime, config.server.coalesce())
             .map_err(|e| RuntimeError::Environment(e.to_string()))?;
         tracing::info!(
             runtime = selection.backend.name(),

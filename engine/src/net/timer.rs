@@ -225,7 +225,7 @@ mod tests {
             crate::rt::RuntimeChoice::Glommio,
         ]
         .into_iter()
-        .filter_map(|c| crate::rt::select(c).ok())
+        .filter_map(|c| crate::rt::select(c, None).ok())
         .map(|s| s.backend);
         for backend in backends {
             crate::rt::run_core(backend, 0, 0, || async {

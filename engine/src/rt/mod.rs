@@ -38,8 +38,8 @@ pub use probe::{io_uring_refusal, IoUringRefusal};
 /// The executor implementations the engine can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// compio: io_uring with the ring set up as `setup` says.
-    IoUring(compio::RingSetup),
+    /// compio: io_uring with the ring set up, and completions coalesced, as it says.
+    IoUring(compio::IoUring),
     /// glommio: io_uring, one executor per core.
     Glommio,
     /// tokio's current-thread runtime per core: epoll, runs where io_uring is refused.
@@ -57,7 +57,7 @@ impl Backend {
     }
 }
 
-pub use compio::RingSetup;
+pub use compio::{Coalesce, IoUring, RingProbe, RingSetup};
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,30 +138,43 @@ pub enum RtError {
 /// io_uring works here with the ring flags it needs (probed with a real
 /// `io_uring_setup`), else epoll; a kernel that knows neither `DEFER_TASKRUN` nor
 /// `COOP_TASKRUN` (before 5.19) gets epoll too, rather than rings that interrupt the
-/// core on every completion.
-pub fn select(choice: RuntimeChoice) -> Result<Selection, RtError> {
+/// core on every completion. `coalesce` is how the io_uring backend should coalesce
+/// completions (`None`: not at all); a kernel without the minimum wait it needs
+/// (before 6.12) runs without, and the sentence says so.
+pub fn select(choice: RuntimeChoice, coalesce: Option<Coalesce>) -> Result<Selection, RtError> {
+    let io_uring = |probe: RingProbe, asked: &str| {
+        let ring = IoUring {
+            setup: probe.setup,
+            coalesce: coalesce.filter(|_| probe.min_wait),
+        };
+        let coalescing = match (coalesce, ring.coalesce) {
+            (_, Some(c)) => format!(
+                "completions coalesced up to {} µs or {} at a time",
+                c.window_us, c.events
+            ),
+            (Some(_), None) => "completions not coalesced: this kernel has no minimum wait \
+                                (Linux 6.12)"
+                .to_string(),
+            (None, None) => "completions not coalesced".to_string(),
+        };
+        Selection {
+            backend: Backend::IoUring(ring),
+            why: format!(
+                "{asked}; rings set up with {}, {coalescing}",
+                probe.setup.name()
+            ),
+        }
+    };
     match choice {
         RuntimeChoice::IoUring => match compio::ring_setup() {
-            Ok(setup) => Ok(Selection {
-                backend: Backend::IoUring(setup),
-                why: format!(
-                    "io_uring was asked for and works here; rings set up with {}",
-                    setup.name()
-                ),
-            }),
+            Ok(probe) => Ok(io_uring(probe, "io_uring was asked for and works here")),
             Err(refusal) => Err(RtError::IoUringRefused {
                 choice: choice.name(),
                 refusal,
             }),
         },
         RuntimeChoice::Auto => match compio::ring_setup() {
-            Ok(setup) => Ok(Selection {
-                backend: Backend::IoUring(setup),
-                why: format!(
-                    "io_uring works here; using io_uring with rings set up with {}",
-                    setup.name()
-                ),
-            }),
+            Ok(probe) => Ok(io_uring(probe, "io_uring works here; using io_uring")),
             Err(refusal) => Ok(Selection {
                 backend: Backend::Epoll,
                 why: format!("{refusal}; using epoll"),
@@ -209,7 +222,7 @@ where
 {
     CURRENT.with(|c| c.set(Some(backend)));
     let out = match backend {
-        Backend::IoUring(setup) => compio::run_core(core, cpu, setup, main),
+        Backend::IoUring(ring) => compio::run_core(core, cpu, ring, main),
         Backend::Glommio => glommio::run_core(core, cpu, main),
         Backend::Epoll => epoll::run_core(core, cpu, main),
     };
@@ -382,8 +395,20 @@ mod tests {
 
     fn on_each_backend(test: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
         let mut backends = vec![Backend::Epoll];
-        if let Ok(setup) = compio::ring_setup() {
-            backends.push(Backend::IoUring(setup));
+        if let Ok(probe) = compio::ring_setup() {
+            backends.push(Backend::IoUring(IoUring {
+                setup: probe.setup,
+                coalesce: None,
+            }));
+            if probe.min_wait {
+                backends.push(Backend::IoUring(IoUring {
+                    setup: probe.setup,
+                    coalesce: Some(Coalesce {
+                        window_us: 500,
+                        events: 16,
+                    }),
+                }));
+            }
         }
         if glommio::refusal().is_none() {
             backends.push(Backend::Glommio);
@@ -443,7 +468,7 @@ mod tests {
             );
         }
         assert_eq!(RuntimeChoice::parse("uring"), None);
-        let s = select(RuntimeChoice::Epoll).unwrap();
+        let s = select(RuntimeChoice::Epoll, None).unwrap();
         assert_eq!(s.backend, Backend::Epoll);
     }
 }

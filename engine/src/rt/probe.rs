@@ -23,9 +23,14 @@ impl fmt::Display for IoUringRefusal {
 }
 
 /// `struct io_uring_params` is 120 bytes; the kernel reads `flags` (the third `u32`) and
-/// fills in the rest. Only its size and `flags` matter to a probe.
+/// fills in the rest, `features` (the sixth `u32`) among it.
 const PARAMS_WORDS: usize = 30;
 const FLAGS_WORD: usize = 2;
+const FEATURES_WORD: usize = 5;
+
+/// `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12): `io_uring_enter` honours a minimum wait, the
+/// `min_wait_usec` of `struct io_uring_getevents_arg`, which older kernels refuse.
+pub const FEAT_MIN_TIMEOUT: u32 = 1 << 15;
 
 /// Whether this process may use io_uring with setup `flags`: `None` when it may, else
 /// why not. Asks the kernel the way a runtime would: `io_uring_setup` (a ring of two
@@ -33,6 +38,12 @@ const FLAGS_WORD: usize = 2;
 /// (Docker's default answers `EPERM`), `kernel.io_uring_disabled`, an old kernel or
 /// flags it does not know all show up here as the error they would give the runtime.
 pub fn io_uring_refusal(flags: u32) -> Option<IoUringRefusal> {
+    io_uring_features(flags).err()
+}
+
+/// The `IORING_FEAT_*` bits of a ring set up with `flags`, or why this process may not
+/// use io_uring with them; the probe is [`io_uring_refusal`]'s.
+pub fn io_uring_features(flags: u32) -> Result<u32, IoUringRefusal> {
     let mut params = [0u32; PARAMS_WORDS];
     if let Some(f) = params.get_mut(FLAGS_WORD) {
         *f = flags;
@@ -44,8 +55,9 @@ pub fn io_uring_refusal(flags: u32) -> Option<IoUringRefusal> {
     // seam and nowhere else.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
     if fd < 0 {
-        return Some(explain(std::io::Error::last_os_error(), "io_uring_setup"));
+        return Err(explain(std::io::Error::last_os_error(), "io_uring_setup"));
     }
+    let features = params.get(FEATURES_WORD).copied().unwrap_or(0);
     let fd = fd as libc::c_int;
     // SAFETY: an io_uring_enter with nothing to submit and nothing to wait for only
     // checks that the call is allowed and the descriptor is a ring; the null signal-mask
@@ -65,7 +77,10 @@ pub fn io_uring_refusal(flags: u32) -> Option<IoUringRefusal> {
     // SAFETY: `fd` is the ring descriptor io_uring_setup returned to us and nothing else
     // holds it.
     unsafe { libc::close(fd) };
-    enter_err.map(|e| explain(e, "io_uring_enter"))
+    match enter_err {
+        Some(e) => Err(explain(e, "io_uring_enter")),
+        None => Ok(features),
+    }
 }
 
 fn explain(err: std::io::Error, call: &str) -> IoUringRefusal {
