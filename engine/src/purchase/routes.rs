@@ -51,6 +51,8 @@ pub(super) async fn over_the_lane(
     rx: oneshot::Receiver<Answer>,
 ) -> Response<Body> {
     let owner = owner_core(shard, core.shared.cores);
+    // The answer comes back alone, from another core: not worth a coalescing window.
+    let _urgent = crate::rt::urgent();
     if core.shared.lanes.send(owner, job).is_err() {
         return crate::respond::problem(&ApiProblem::service_unavailable(
             "the core owning this purchase has stopped; retry shortly",

@@ -342,9 +342,13 @@ pub async fn run(core: Rc<Core>, owner: Rc<ShardOwner>, p: Purchase, guard: Runn
 }
 
 /// A running saga's place in the per-core and per-customer counts; released on drop.
+/// It also marks the core [`crate::rt::Urgent`] for the saga's life: a saga waits for
+/// one fsync or partner answer at a time, and completion coalescing would add its
+/// window to each of them.
 pub struct RunningGuard {
     core: Rc<Core>,
     customer: String,
+    _urgent: crate::rt::Urgent,
 }
 
 impl RunningGuard {
@@ -360,6 +364,7 @@ impl RunningGuard {
         RunningGuard {
             core: Rc::clone(core),
             customer: customer.to_string(),
+            _urgent: crate::rt::urgent(),
         }
     }
 }

@@ -216,7 +216,7 @@ fn block_on_coalescing<Fut: Future>(
                 runtime.poll_with(Some(Duration::ZERO));
                 continue;
             }
-            if !coalescing {
+            if !coalescing || super::urgent_work() {
                 runtime.poll();
                 continue;
             }

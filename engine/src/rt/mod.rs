@@ -204,6 +204,42 @@ thread_local! {
     static CURRENT: Cell<Option<Backend>> = const { Cell::new(None) };
 }
 
+thread_local! {
+    /// How many [`Urgent`] marks are alive on this thread's core.
+    static URGENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks work on this core that waits for one completion at a time (a purchase: an
+/// fsync, then a partner call, then the next). While one is alive the io_uring backend
+/// does not coalesce completions on this core: coalescing pays off for a quote's burst
+/// of socket completions, but would add its whole window to every step of such a
+/// chain. Dropping the mark ends it; marks nest. On the other backends it is a
+/// thread-local count and nothing more.
+#[must_use = "the mark lasts as long as the value"]
+pub struct Urgent {
+    /// Not `Send`: the mark must end on the core that set it.
+    _core: std::marker::PhantomData<*const ()>,
+}
+
+/// Sets an [`Urgent`] mark on this core.
+pub fn urgent() -> Urgent {
+    URGENT.with(|u| u.set(u.get().saturating_add(1)));
+    Urgent {
+        _core: std::marker::PhantomData,
+    }
+}
+
+impl Drop for Urgent {
+    fn drop(&mut self) {
+        URGENT.with(|u| u.set(u.get().saturating_sub(1)));
+    }
+}
+
+/// Whether an [`Urgent`] mark is alive on this core.
+fn urgent_work() -> bool {
+    URGENT.with(|u| u.get() > 0)
+}
+
 /// The backend of this thread's executor. Engine code runs only inside
 /// [`run_core`]; anywhere else this is a bug, and the runtime's own calls would panic
 /// just the same, so glommio's are made (its message names the problem).
@@ -416,6 +452,17 @@ mod tests {
         for b in backends {
             run_core(b, 0, 0, &test).unwrap_or_else(|e| panic!("{b}: {e}"));
         }
+    }
+
+    #[test]
+    fn urgent_marks_nest_and_end_when_dropped() {
+        assert!(!urgent_work());
+        let outer = urgent();
+        let inner = urgent();
+        drop(outer);
+        assert!(urgent_work());
+        drop(inner);
+        assert!(!urgent_work());
     }
 
     #[test]
