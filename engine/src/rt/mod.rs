@@ -25,6 +25,7 @@ mod epoll;
 mod glommio;
 mod net;
 mod probe;
+mod ring;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -424,12 +425,13 @@ pub async fn yield_now() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    fn on_each_backend(test: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
+    /// Runs `test` on every backend this host can start.
+    pub(crate) fn on_each_backend(test: impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
         let mut backends = vec![Backend::Epoll];
         if let Ok(probe) = compio::ring_setup() {
             backends.push(Backend::IoUring(IoUring {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::io::{AsyncBufRead, AsyncRead, AsyncWrite};
+use futures_util::io::{AsyncRead, AsyncWrite};
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -19,9 +19,8 @@ use super::{current, Backend};
 /// Pending connections the kernel queues per listener.
 const BACKLOG: i32 = 1024;
 
-/// A compio connection with futures-io's traits (compio's own are completion-based and
-/// own their buffers). Boxed and pinned: the adapter must not move.
-type CompioStream = Pin<Box<::compio::io::compat::AsyncStream<::compio::net::TcpStream>>>;
+/// A compio connection with futures-io's and hyper's traits (`ring.rs`).
+type CompioStream = super::ring::RingStream;
 
 /// A listening socket of this core.
 pub enum TcpListener {
@@ -143,13 +142,13 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 
 impl TcpStream {
     fn compio(s: ::compio::net::TcpStream) -> TcpStream {
-        TcpStream::Compio(Box::pin(::compio::io::compat::AsyncStream::new(s)))
+        TcpStream::Compio(super::ring::RingStream::new(s))
     }
 
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
-            TcpStream::Compio(s) => s.get_ref().0.set_nodelay(on),
+            TcpStream::Compio(s) => s.get_ref().set_nodelay(on),
             TcpStream::Glommio(s) => s.set_nodelay(on).map_err(io::Error::from),
             TcpStream::Tokio(s) => s.set_nodelay(on),
         }
@@ -163,7 +162,7 @@ impl AsyncRead for TcpStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            TcpStream::Compio(s) => s.as_mut().poll_read(cx, buf),
+            TcpStream::Compio(s) => Pin::new(s).poll_read(cx, buf),
             TcpStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
             TcpStream::Tokio(s) => {
                 let mut rb = tokio::io::ReadBuf::new(buf);
@@ -184,7 +183,7 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            TcpStream::Compio(s) => s.as_mut().poll_write(cx, buf),
+            TcpStream::Compio(s) => Pin::new(s).poll_write(cx, buf),
             TcpStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
             TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
         }
@@ -192,7 +191,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            TcpStream::Compio(s) => s.as_mut().poll_flush(cx),
+            TcpStream::Compio(s) => Pin::new(s).poll_flush(cx),
             TcpStream::Glommio(s) => Pin::new(s).poll_flush(cx),
             TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
         }
@@ -200,7 +199,7 @@ impl AsyncWrite for TcpStream {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            TcpStream::Compio(s) => s.as_mut().poll_close(cx),
+            TcpStream::Compio(s) => Pin::new(s).poll_close(cx),
             TcpStream::Glommio(s) => Pin::new(s).poll_close(cx),
             TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
         }
@@ -215,6 +214,57 @@ pub enum TlsStream {
     Glommio(Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>),
     /// tokio-rustls over tokio.
     Tokio(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TlsStream::Compio(s) => Pin::new(s).poll_read(cx, buf),
+            TlsStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
+            TlsStream::Tokio(s) => {
+                let mut rb = tokio::io::ReadBuf::new(buf);
+                match tokio::io::AsyncRead::poll_read(Pin::new(s), cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TlsStream::Compio(s) => Pin::new(s).poll_write(cx, buf),
+            TlsStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
+            TlsStream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TlsStream::Compio(s) => Pin::new(s).poll_flush(cx),
+            TlsStream::Glommio(s) => Pin::new(s).poll_flush(cx),
+            TlsStream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TlsStream::Compio(s) => Pin::new(s).poll_close(cx),
+            TlsStream::Glommio(s) => Pin::new(s).poll_close(cx),
+            TlsStream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
+        }
+    }
 }
 
 /// Runs the TLS handshake for `name` over `stream` with `config`.
@@ -243,9 +293,9 @@ pub async fn tls_connect(
 pub struct HyperIo(IoInner);
 
 enum IoInner {
-    /// compio's compat stream buffers what it receives: hyper copies from that buffer
-    /// directly (no scratch copy).
-    Compio(BufferedIo<CompioStream>),
+    /// The ring stream buffers what it receives: hyper copies from that buffer directly
+    /// (no scratch copy).
+    Compio(CompioStream),
     CompioTls(FuturesIo<Box<futures_rustls::client::TlsStream<CompioStream>>>),
     Glommio(FuturesIo<::glommio::net::TcpStream>),
     GlommioTls(FuturesIo<Box<futures_rustls::client::TlsStream<::glommio::net::TcpStream>>>),
@@ -257,7 +307,7 @@ enum IoInner {
 impl From<TcpStream> for HyperIo {
     fn from(s: TcpStream) -> HyperIo {
         HyperIo(match s {
-            TcpStream::Compio(s) => IoInner::Compio(BufferedIo(s)),
+            TcpStream::Compio(s) => IoInner::Compio(s),
             TcpStream::Glommio(s) => IoInner::Glommio(FuturesIo(s)),
             TcpStream::Tokio(s) => IoInner::Tokio(TokioIo::new(s)),
         })
@@ -334,51 +384,6 @@ impl hyper::rt::Write for HyperIo {
     }
 }
 
-/// hyper's I/O traits over a buffered futures-io stream: reads copy from the stream's
-/// own buffer into hyper's.
-struct BufferedIo<S>(S);
-
-impl<S: AsyncBufRead + Unpin> hyper::rt::Read for BufferedIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let stream = &mut self.0;
-        let taken = match Pin::new(&mut *stream).poll_fill_buf(cx) {
-            Poll::Ready(Ok(data)) => {
-                let n = data.len().min(buf.remaining());
-                if let Some(got) = data.get(..n) {
-                    buf.put_slice(got);
-                }
-                n
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        Pin::new(stream).consume(taken);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> hyper::rt::Write for BufferedIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
-    }
-}
-
 /// hyper's I/O traits over a futures-io stream (glommio's, or TLS over one).
 struct FuturesIo<S>(S);
 
@@ -433,5 +438,66 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Bytes that say where they are, so a reordered or repeated chunk shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A message larger than one receive and than the write queue goes through whole in
+    /// both directions, reads smaller than what arrived take it piece by piece, and the
+    /// reader sees the end of the stream after the writer closes.
+    #[test]
+    fn streams_carry_large_messages_both_ways_and_end_cleanly() {
+        super::super::tests::on_each_backend(|| {
+            Box::pin(async {
+                let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                let addr = listener.local_addr().unwrap();
+                let message = pattern(600 * 1024);
+                let expected = message.clone();
+                let server = super::super::spawn(async move {
+                    let mut conn = listener.accept().await.unwrap();
+                    let mut got = Vec::new();
+                    let mut small = [0u8; 7];
+                    // A few tiny reads first, then the rest in large ones.
+                    for _ in 0..3 {
+                        let n = conn.read(&mut small).await.unwrap();
+                        got.extend_from_slice(&small[..n]);
+                    }
+                    let mut rest = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = conn.read(&mut rest).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&rest[..n]);
+                    }
+                    assert_eq!(got.len(), expected.len());
+                    assert!(got == expected, "the bytes arrived in order");
+                    conn.write_all(&got).await.unwrap();
+                    conn.flush().await.unwrap();
+                    conn.close().await.unwrap();
+                });
+                let mut client = connect(addr, Duration::from_secs(5)).await.unwrap();
+                client.set_nodelay(true).unwrap();
+                // Written in uneven pieces, flushed once.
+                for piece in message.chunks(70_001) {
+                    client.write_all(piece).await.unwrap();
+                }
+                client.flush().await.unwrap();
+                client.close().await.unwrap();
+                let mut echoed = Vec::new();
+                client.read_to_end(&mut echoed).await.unwrap();
+                assert!(echoed == message, "the echo came back whole");
+                server.await;
+            })
+        });
     }
 }
