@@ -461,6 +461,7 @@ fn run_core(
     let failed = ready.clone();
     let ran = rt::run_core(backend, core, cpu, move || async move {
         CoreTimer::start_driver();
+        crate::net::start_orphanage();
         let setup = (|| -> Result<Rc<Core>, CoreError> {
             let sellers = shared
                 .config

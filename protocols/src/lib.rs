@@ -43,6 +43,7 @@ pub mod capture;
 pub mod error;
 pub mod fx;
 pub mod http;
+pub mod http1;
 pub mod isbn;
 pub mod json_seller;
 pub mod line;

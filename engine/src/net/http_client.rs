@@ -3,10 +3,11 @@
 //! Connections are hyper HTTP/1.1 client connections over the core's sockets, kept alive
 //! and reused through an idle list per endpoint. Two ways to use them:
 //!
-//! * [`HttpPool::send`] (quotes): each exchange runs in a task of its own, so a caller that
-//!   stops waiting (its deadline fired) does not tear the connection down: the task reads
-//!   the answer to the end and puts the connection back. Only an exchange that outlives
-//!   [`HARD_CAP`] is abandoned with its connection.
+//! * [`HttpPool::send`] (quotes): the caller runs the exchange, and a caller that stops
+//!   waiting (its deadline fired, or a hedge won) does not tear the connection down: the
+//!   exchange goes to the core's orphanage ([`super::orphans`]), which reads the answer to
+//!   the end and puts the connection back. Only an exchange that runs on for longer than
+//!   [`HARD_CAP`] after that is abandoned with its connection.
 //! * [`HttpPool::call`] (orders, payments): the exchange runs in the caller, and when its
 //!   timeout fires the connection is closed at once. A purchase step repeats a call with
 //!   the same idempotency key after a timeout; closing first means our earlier exchange
@@ -23,17 +24,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{select, Either};
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 
 use bookbroker_protocols::http::{HttpRequest, Reply};
+use bookbroker_protocols::http1;
 
+use super::orphans::RunToEnd;
 use super::{with_timeout, Endpoint, NetError, Scheme};
 use crate::rt::{self, HyperIo};
 
-/// Longest an exchange may keep its connection after the caller gave up.
+/// Longest an exchange may run on, keeping its connection, after the caller gave up.
 pub const HARD_CAP: Duration = Duration::from_secs(10);
 
 /// Largest answer body accepted.
@@ -67,9 +69,14 @@ impl OwnedReply {
 struct Target {
     endpoint: Endpoint,
     addr: SocketAddr,
+    /// `host[:port]` as hyper sends it, and as [`http1::write_request`] writes it.
     authority: HeaderValue,
+    host: String,
     server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// hyper connections, for [`HttpPool::call`].
     idle: RefCell<Vec<Conn>>,
+    /// Plain HTTP/1.1 connections, for [`HttpPool::send`].
+    quick_idle: RefCell<Vec<QuickConn>>,
 }
 
 /// One connection: the handle requests go through and the task that drives the socket.
@@ -117,7 +124,8 @@ impl HttpPool {
         let mut targets = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             let addr = endpoint.resolve()?;
-            let authority = HeaderValue::from_str(&endpoint.authority())
+            let host = endpoint.authority();
+            let authority = HeaderValue::from_str(&host)
                 .map_err(|e| NetError::BadEndpoint(format!("{endpoint}: {e}")))?;
             let server_name = match endpoint.scheme {
                 Scheme::Https => {
@@ -140,8 +148,10 @@ impl HttpPool {
                 endpoint,
                 addr,
                 authority,
+                host,
                 server_name,
                 idle: RefCell::new(Vec::new()),
+                quick_idle: RefCell::new(Vec::new()),
             });
         }
         Ok(HttpPool {
@@ -178,26 +188,25 @@ impl HttpPool {
             return Err(NetError::Overloaded);
         }
         let index = attempt as usize % inner.targets.len();
-        let request = build_request(req, inner, index)?;
+        let target = inner
+            .targets
+            .get(index)
+            .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
+        let mut request = Vec::new();
+        http1::write_request(req, &target.host, &mut request);
         inner.in_flight.set(inner.in_flight.get() + 1);
         let guard = InFlight(Rc::clone(inner));
-        let (tx, rx) = futures_channel::oneshot::channel();
         let task_inner = Rc::clone(inner);
-        rt::spawn(async move {
-            let _guard = guard;
-            let result = with_timeout(HARD_CAP, exchange(&task_inner, index, request, timeout))
-                .await
-                .unwrap_or(Err(NetError::Timeout));
-            // The caller may be gone; then the answer is simply dropped.
-            let _ = tx.send(result);
-        })
-        .detach();
-        let timer = crate::net::sleep(timeout);
-        match select(rx, timer).await {
-            Either::Left((Ok(result), _)) => result,
-            Either::Left((Err(_canceled), _)) => Err(NetError::Closed),
-            Either::Right(_) => Err(NetError::Timeout),
-        }
+        let exchange = RunToEnd::new(
+            async move {
+                let _guard = guard;
+                quick_exchange(&task_inner, index, &request, timeout).await
+            },
+            HARD_CAP,
+        );
+        with_timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(NetError::Timeout))
     }
 
     /// Sends `req` to the first endpoint and reads the whole answer in the caller's task.
@@ -256,7 +265,11 @@ async fn exchange(
         let (mut conn, was_idle) = match reused {
             Some(c) if !c.sender.is_closed() => (c, true),
             Some(_) => continue,
-            None => (connect(inner, target, connect_timeout).await?, false),
+            // Boxed: connecting (TCP, TLS, hyper) is rare and its state is large.
+            None => (
+                Box::pin(connect(inner, target, connect_timeout)).await?,
+                false,
+            ),
         };
         if conn.sender.ready().await.is_err() {
             if was_idle {
@@ -303,6 +316,14 @@ async fn exchange(
 }
 
 async fn connect(inner: &Rc<Inner>, target: &Target, timeout: Duration) -> Result<Conn, NetError> {
+    match open(inner, target, timeout).await? {
+        Wire::Tls(stream) => handshake(HyperIo::from(stream)).await,
+        Wire::Plain(stream) => handshake(HyperIo::from(stream)).await,
+    }
+}
+
+/// A new connection to `target`: TCP, and TLS for `https`.
+async fn open(inner: &Rc<Inner>, target: &Target, timeout: Duration) -> Result<Wire, NetError> {
     let connect_err = |source: std::io::Error| NetError::Connect {
         endpoint: target.endpoint.to_string(),
         source,
@@ -318,9 +339,9 @@ async fn connect(inner: &Rc<Inner>, target: &Target, timeout: Duration) -> Resul
                 .await
                 .ok_or(NetError::Timeout)?
                 .map_err(|e| NetError::Tls(format!("{}: {e}", target.endpoint)))?;
-            handshake(HyperIo::from(tls_stream)).await
+            Ok(Wire::Tls(tls_stream))
         }
-        _ => handshake(HyperIo::from(stream)).await,
+        _ => Ok(Wire::Plain(stream)),
     }
 }
 
@@ -337,4 +358,160 @@ async fn handshake(io: HyperIo) -> Result<Conn, NetError> {
         sender,
         _driver: driver,
     })
+}
+
+/// A connection as [`open`] made it.
+// Plain connections are the common kind: boxing them would cost an allocation each for
+// nothing; the size only matters per connection, not per exchange.
+#[allow(clippy::large_enum_variant)]
+enum Wire {
+    Plain(rt::TcpStream),
+    Tls(rt::TlsStream),
+}
+
+/// One kept-alive connection of [`HttpPool::send`], spoken to through
+/// [`http1`]'s sans-IO framing: one request, then its whole answer.
+///
+/// hyper's client costs a task per connection, a channel hop per request and a header
+/// map each way; for the quote path, which sends one small request and reads one small
+/// answer per exchange, that was a fifth of the engine's CPU (BENCHMARKS.md). Orders and
+/// payments stay on hyper ([`HttpPool::call`]), whose guarantee that a refused request
+/// was never sent they rely on; a quote may simply be asked again.
+struct QuickConn {
+    wire: Wire,
+    /// What one read may take.
+    read_buf: Box<[u8]>,
+    /// Bytes read and not yet taken by the response reader (a head split across reads).
+    pending: Vec<u8>,
+}
+
+/// How a round trip failed.
+enum RoundTrip {
+    /// Nothing came back: on a reused connection, the seller closed it while it was idle.
+    Stale,
+    /// The seller answered, then broke off or broke the framing.
+    Failed(NetError),
+}
+
+/// What one read of a quick connection takes at most.
+const QUICK_READ: usize = 16 * 1024;
+
+impl QuickConn {
+    fn new(wire: Wire) -> QuickConn {
+        QuickConn {
+            wire,
+            read_buf: vec![0; QUICK_READ].into_boxed_slice(),
+            pending: Vec::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use futures_util::io::AsyncWriteExt;
+        match &mut self.wire {
+            Wire::Plain(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Wire::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read(&mut self) -> std::io::Result<usize> {
+        use futures_util::io::AsyncReadExt;
+        match &mut self.wire {
+            Wire::Plain(s) => s.read(&mut self.read_buf).await,
+            Wire::Tls(s) => s.read(&mut self.read_buf).await,
+        }
+    }
+
+    /// Sends `request` and reads the answer; says whether the connection may be reused.
+    async fn round_trip(&mut self, request: &[u8]) -> Result<(OwnedReply, bool), RoundTrip> {
+        if self.write(request).await.is_err() {
+            return Err(RoundTrip::Stale);
+        }
+        let mut reader = http1::ResponseReader::new(MAX_BODY);
+        let mut answered = false;
+        let framing = |e: http1::Http1Error| RoundTrip::Failed(NetError::Protocol(e.to_string()));
+        while !reader.is_done() {
+            let n = match self.read().await {
+                Ok(n) => n,
+                Err(_) if !answered => return Err(RoundTrip::Stale),
+                Err(e) => return Err(RoundTrip::Failed(NetError::Io(e))),
+            };
+            if n == 0 {
+                reader.close();
+                if reader.is_done() {
+                    break;
+                }
+                return Err(if answered {
+                    RoundTrip::Failed(NetError::Closed)
+                } else {
+                    RoundTrip::Stale
+                });
+            }
+            answered = true;
+            let data = self.read_buf.get(..n).unwrap_or_default();
+            if self.pending.is_empty() {
+                let taken = reader.feed(data).map_err(framing)?;
+                self.pending
+                    .extend_from_slice(data.get(taken..).unwrap_or_default());
+            } else {
+                self.pending.extend_from_slice(data);
+                let taken = reader.feed(&self.pending).map_err(framing)?;
+                self.pending.drain(..taken.min(self.pending.len()));
+            }
+        }
+        let resp = reader.finish().map_err(framing)?;
+        // Bytes after the answer were never asked for: do not reuse the connection.
+        let reusable = resp.keep_alive && self.pending.is_empty();
+        Ok((
+            OwnedReply {
+                status: resp.status,
+                retry_after: resp.retry_after,
+                body: resp.body,
+            },
+            reusable,
+        ))
+    }
+}
+
+/// One quote exchange on a kept-alive connection, or a new one. A reused connection that
+/// gives nothing back (the seller closed it while it was idle) is dropped and the request
+/// goes out again on another: a quote asks and changes nothing, so asking twice is safe.
+async fn quick_exchange(
+    inner: &Rc<Inner>,
+    index: usize,
+    request: &[u8],
+    connect_timeout: Duration,
+) -> Result<OwnedReply, NetError> {
+    let target = inner
+        .targets
+        .get(index)
+        .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
+    loop {
+        let reused = target.quick_idle.borrow_mut().pop();
+        let (mut conn, was_idle) = match reused {
+            Some(c) => (c, true),
+            // Boxed: connecting (TCP and TLS) is rare and its state is large.
+            None => (
+                QuickConn::new(Box::pin(open(inner, target, connect_timeout)).await?),
+                false,
+            ),
+        };
+        match conn.round_trip(request).await {
+            Ok((reply, reusable)) => {
+                let mut idle = target.quick_idle.borrow_mut();
+                if reusable && idle.len() < MAX_IDLE {
+                    idle.push(conn);
+                }
+                return Ok(reply);
+            }
+            Err(RoundTrip::Stale) if was_idle => continue,
+            Err(RoundTrip::Stale) => return Err(NetError::Closed),
+            Err(RoundTrip::Failed(e)) => return Err(e),
+        }
+    }
 }

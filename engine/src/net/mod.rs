@@ -8,6 +8,7 @@ mod endpoint;
 mod error;
 mod http_client;
 mod line_client;
+mod orphans;
 mod timer;
 mod tls;
 
@@ -15,6 +16,7 @@ pub use endpoint::{Endpoint, Scheme};
 pub use error::NetError;
 pub use http_client::{HttpPool, OwnedReply};
 pub use line_client::{LinePool, OnTimeout};
+pub use orphans::start_driver as start_orphanage;
 pub use timer::{sleep, CoreTimer};
 pub use tls::client_config;
 
