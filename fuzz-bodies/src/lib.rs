@@ -21,6 +21,7 @@ use bookbroker_engine::quotes::parse_request;
 use bookbroker_engine::ratelimit::RateLimits;
 use bookbroker_protocols::admin;
 use bookbroker_protocols::capture::RawResponse;
+use bookbroker_protocols::http1;
 use bookbroker_protocols::line::{LineBuffer, Request, Response};
 use bookbroker_protocols::{json_seller, payment, xml_seller, Currency, FxTable};
 
@@ -33,6 +34,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("xml_seller", xml_seller),
     ("line_seller", line_seller),
     ("line_chunks", line_chunks),
+    ("http1_response", http1_response),
     ("payment", payment),
     ("quote_query", quote_query),
     ("purchase_body", purchase_body),
@@ -107,6 +109,11 @@ pub fn line_chunks(data: &[u8]) {
         return;
     };
     let whole = lines_of(std::iter::once(stream));
+    assert_eq!(lines_of(cut_into_reads(seed, stream).into_iter()), whole);
+}
+
+/// `stream` cut into reads of 1 to at most 31 bytes, in a cycle `seed` chooses.
+fn cut_into_reads(seed: u8, stream: &[u8]) -> Vec<&[u8]> {
     let mut sizes = (1..=usize::from(seed % 31) + 1).cycle();
     let mut rest = stream;
     let mut reads = Vec::new();
@@ -116,7 +123,41 @@ pub fn line_chunks(data: &[u8]) {
         reads.push(read);
         rest = tail;
     }
-    assert_eq!(lines_of(reads.into_iter()), whole);
+    reads
+}
+
+/// A seller's HTTP/1.1 answer cut into reads of arbitrary sizes, read the way the quote
+/// client reads it (bytes not taken are offered again with the next read): the outcome
+/// must not depend on where the reads end. The first byte chooses the cut sizes.
+pub fn http1_response(data: &[u8]) {
+    let Some((&seed, wire)) = data.split_first() else {
+        return;
+    };
+    let whole = read_http1(std::iter::once(wire));
+    let cut = read_http1(cut_into_reads(seed, wire).into_iter());
+    match (&whole, &cut) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        _ => panic!("whole: {whole:?}, cut: {cut:?}"),
+    }
+}
+
+/// The response these reads make, then the end of the stream.
+fn read_http1<'a>(
+    reads: impl Iterator<Item = &'a [u8]>,
+) -> Result<http1::Response, http1::Http1Error> {
+    let mut reader = http1::ResponseReader::new(1 << 16);
+    let mut pending = Vec::new();
+    for read in reads {
+        if reader.is_done() {
+            break;
+        }
+        pending.extend_from_slice(read);
+        let taken = reader.feed(&pending)?;
+        pending.drain(..taken);
+    }
+    reader.close();
+    reader.finish()
 }
 
 /// The lines (or the framing error that ends the stream) and the bytes left over.

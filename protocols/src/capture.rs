@@ -1,7 +1,8 @@
 //! A captured HTTP/1.1 response, as it appears on the wire, cut into what a decoder sees.
-//! The engine gets its answers from hyper; fixture tests, fuzzers and benchmarks get them
-//! from bytes, so their inputs can be real captures and a broken head or chunked body
-//! reaches the decoders the way a broken partner would send it.
+//! The engine reads its answers with `http1` (quotes) or hyper (orders, payments);
+//! fixture tests, fuzzers and benchmarks get them from bytes, so their inputs can be real
+//! captures and a broken head or chunked body reaches the decoders the way a broken
+//! partner would send it.
 //!
 //! Total: any input gives `None` or a response, never a panic.
 

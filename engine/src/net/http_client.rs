@@ -94,6 +94,14 @@ struct Inner {
     opened: Cell<u64>,
 }
 
+impl Inner {
+    fn target(&self, index: usize) -> Result<&Target, NetError> {
+        self.targets
+            .get(index)
+            .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))
+    }
+}
+
 /// A seller's HTTP(S) connection pool on one core.
 pub struct HttpPool {
     inner: Rc<Inner>,
@@ -188,10 +196,7 @@ impl HttpPool {
             return Err(NetError::Overloaded);
         }
         let index = attempt as usize % inner.targets.len();
-        let target = inner
-            .targets
-            .get(index)
-            .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
+        let target = inner.target(index)?;
         let mut request = Vec::new();
         http1::write_request(req, &target.host, &mut request);
         inner.in_flight.set(inner.in_flight.get() + 1);
@@ -231,10 +236,7 @@ fn build_request(
     inner: &Inner,
     index: usize,
 ) -> Result<Request<Full<Bytes>>, NetError> {
-    let target = inner
-        .targets
-        .get(index)
-        .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
+    let target = inner.target(index)?;
     let mut builder = Request::builder()
         .method(req.method)
         .uri(req.path_and_query.as_str())
@@ -256,10 +258,7 @@ async fn exchange(
     mut request: Request<Full<Bytes>>,
     connect_timeout: Duration,
 ) -> Result<OwnedReply, NetError> {
-    let target = inner
-        .targets
-        .get(index)
-        .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
+    let target = inner.target(index)?;
     loop {
         let reused = target.idle.borrow_mut().pop();
         let (mut conn, was_idle) = match reused {
@@ -487,10 +486,7 @@ async fn quick_exchange(
     request: &[u8],
     connect_timeout: Duration,
 ) -> Result<OwnedReply, NetError> {
-    let target = inner
-        .targets
-        .get(index)
-        .ok_or_else(|| NetError::BadEndpoint("no such endpoint".into()))?;
+    let target = inner.target(index)?;
     loop {
         let reused = target.quick_idle.borrow_mut().pop();
         let (mut conn, was_idle) = match reused {
@@ -513,5 +509,155 @@ async fn quick_exchange(
             Err(RoundTrip::Stale) => return Err(NetError::Closed),
             Err(RoundTrip::Failed(e)) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// What the test seller does with one request.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// `{}` with a length.
+        Plain,
+        /// `{}` chunked, in two writes 5 ms apart.
+        Chunked,
+        /// `{}` after this many milliseconds.
+        Late(u64),
+        /// `{}`, then the connection is closed (as an idle timeout would).
+        ThenClose,
+        /// Not HTTP.
+        Garbage,
+    }
+
+    /// A seller answering the `n`th request it receives (over all connections) as
+    /// `script[n]`, and `Plain` past the end.
+    fn seller(script: Vec<Answer>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(script);
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let (script, served) = (Arc::clone(&script), Arc::clone(&served));
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        head.clear();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match stream.read(&mut byte) {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                        }
+                        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let answer = script.get(n).copied().unwrap_or(Answer::Plain);
+                        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        let _ = match answer {
+                            Answer::Plain => stream.write_all(plain),
+                            Answer::Chunked => {
+                                let _ = stream.write_all(
+                                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{",
+                                );
+                                std::thread::sleep(Duration::from_millis(5));
+                                stream.write_all(b"\r\n1\r\n}\r\n0\r\n\r\n")
+                            }
+                            Answer::Late(ms) => {
+                                std::thread::sleep(Duration::from_millis(ms));
+                                stream.write_all(plain)
+                            }
+                            Answer::ThenClose => {
+                                let _ = stream.write_all(plain);
+                                return;
+                            }
+                            Answer::Garbage => stream.write_all(b"SMTP ready\r\n\r\n"),
+                        };
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn get() -> HttpRequest {
+        HttpRequest {
+            method: "GET",
+            path_and_query: "/v1/offers?isbn=9780131103627".into(),
+            headers: vec![("accept", "application/json".into())],
+            body: Vec::new(),
+        }
+    }
+
+    fn pool(addr: SocketAddr) -> HttpPool {
+        let endpoint = Endpoint::parse(&format!("http://{addr}")).unwrap();
+        HttpPool::new(vec![endpoint], None, 64).unwrap()
+    }
+
+    /// Answers come back whole however they are framed; a connection is reused; one the
+    /// seller closed while it sat idle is replaced without the caller noticing.
+    #[test]
+    fn quotes_reuse_connections_and_survive_idle_closes() {
+        use Answer::*;
+        crate::rt::tests::on_each_backend(|| {
+            Box::pin(async {
+                crate::net::CoreTimer::start_driver();
+                let addr = seller(vec![Plain, Chunked, ThenClose, Plain, Plain]);
+                let pool = pool(addr);
+                let t = Duration::from_secs(2);
+                for i in 0..3 {
+                    let reply = pool.send(&get(), t, 0).await.unwrap();
+                    assert_eq!(
+                        (reply.status, reply.body.as_slice()),
+                        (200, &b"{}"[..]),
+                        "{i}"
+                    );
+                }
+                assert_eq!(pool.connections_opened(), 1);
+                // The seller closed the kept connection after the third answer.
+                crate::rt::sleep(Duration::from_millis(20)).await;
+                for _ in 0..2 {
+                    assert_eq!(pool.send(&get(), t, 0).await.unwrap().body, b"{}");
+                }
+                assert_eq!(pool.connections_opened(), 2);
+                assert_eq!(pool.in_flight(), 0);
+            })
+        });
+    }
+
+    /// A caller that gives up does not cost the connection: the orphanage reads the late
+    /// answer and the next quote reuses it. A broken answer is an error, and that
+    /// connection is not reused.
+    #[test]
+    fn abandoned_exchanges_keep_their_connection_and_garbage_is_an_error() {
+        use Answer::*;
+        crate::rt::tests::on_each_backend(|| {
+            Box::pin(async {
+                crate::net::CoreTimer::start_driver();
+                crate::net::start_orphanage();
+                let addr = seller(vec![Late(100), Plain, Garbage, Plain]);
+                let pool = pool(addr);
+                let late = pool.send(&get(), Duration::from_millis(20), 0).await;
+                assert!(matches!(late, Err(NetError::Timeout)), "{late:?}");
+                assert_eq!(pool.in_flight(), 1, "the orphan still holds its slot");
+                crate::rt::sleep(Duration::from_millis(200)).await;
+                assert_eq!(pool.in_flight(), 0);
+                let t = Duration::from_secs(2);
+                assert!(pool.send(&get(), t, 0).await.is_ok());
+                assert_eq!(
+                    pool.connections_opened(),
+                    1,
+                    "the orphan kept its connection"
+                );
+                let garbage = pool.send(&get(), t, 0).await;
+                assert!(matches!(garbage, Err(NetError::Protocol(_))), "{garbage:?}");
+                assert!(pool.send(&get(), t, 0).await.is_ok());
+                assert_eq!(pool.connections_opened(), 2);
+            })
+        });
     }
 }

@@ -155,56 +155,64 @@ impl TcpStream {
     }
 }
 
-impl AsyncRead for TcpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TcpStream::Compio(s) => Pin::new(s).poll_read(cx, buf),
-            TcpStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
-            TcpStream::Tokio(s) => {
-                let mut rb = tokio::io::ReadBuf::new(buf);
-                match tokio::io::AsyncRead::poll_read(Pin::new(s), cx, &mut rb) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
+/// futures-io's traits for a stream enum of this module: the compio and glommio variants
+/// speak futures-io already, the tokio one is adapted.
+macro_rules! futures_io_by_backend {
+    ($stream:ident) => {
+        impl AsyncRead for $stream {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $stream::Compio(s) => Pin::new(s).poll_read(cx, buf),
+                    $stream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
+                    $stream::Tokio(s) => {
+                        let mut rb = tokio::io::ReadBuf::new(buf);
+                        match tokio::io::AsyncRead::poll_read(Pin::new(s), cx, &mut rb) {
+                            Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                            Poll::Pending => Poll::Pending,
+                        }
+                    }
                 }
             }
         }
-    }
+
+        impl AsyncWrite for $stream {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $stream::Compio(s) => Pin::new(s).poll_write(cx, buf),
+                    $stream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
+                    $stream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $stream::Compio(s) => Pin::new(s).poll_flush(cx),
+                    $stream::Glommio(s) => Pin::new(s).poll_flush(cx),
+                    $stream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
+                }
+            }
+
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $stream::Compio(s) => Pin::new(s).poll_close(cx),
+                    $stream::Glommio(s) => Pin::new(s).poll_close(cx),
+                    $stream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
+                }
+            }
+        }
+    };
 }
 
-impl AsyncWrite for TcpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TcpStream::Compio(s) => Pin::new(s).poll_write(cx, buf),
-            TcpStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
-            TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TcpStream::Compio(s) => Pin::new(s).poll_flush(cx),
-            TcpStream::Glommio(s) => Pin::new(s).poll_flush(cx),
-            TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TcpStream::Compio(s) => Pin::new(s).poll_close(cx),
-            TcpStream::Glommio(s) => Pin::new(s).poll_close(cx),
-            TcpStream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
-        }
-    }
-}
+futures_io_by_backend!(TcpStream);
 
 /// A TLS client connection of this core.
 pub enum TlsStream {
@@ -216,56 +224,7 @@ pub enum TlsStream {
     Tokio(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
 }
 
-impl AsyncRead for TlsStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TlsStream::Compio(s) => Pin::new(s).poll_read(cx, buf),
-            TlsStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
-            TlsStream::Tokio(s) => {
-                let mut rb = tokio::io::ReadBuf::new(buf);
-                match tokio::io::AsyncRead::poll_read(Pin::new(s), cx, &mut rb) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
-impl AsyncWrite for TlsStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TlsStream::Compio(s) => Pin::new(s).poll_write(cx, buf),
-            TlsStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
-            TlsStream::Tokio(s) => tokio::io::AsyncWrite::poll_write(Pin::new(s), cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TlsStream::Compio(s) => Pin::new(s).poll_flush(cx),
-            TlsStream::Glommio(s) => Pin::new(s).poll_flush(cx),
-            TlsStream::Tokio(s) => tokio::io::AsyncWrite::poll_flush(Pin::new(s), cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TlsStream::Compio(s) => Pin::new(s).poll_close(cx),
-            TlsStream::Glommio(s) => Pin::new(s).poll_close(cx),
-            TlsStream::Tokio(s) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(s), cx),
-        }
-    }
-}
+futures_io_by_backend!(TlsStream);
 
 /// Runs the TLS handshake for `name` over `stream` with `config`.
 pub async fn tls_connect(
