@@ -12,6 +12,11 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+// The same allocator as the engine: the simulator shares the benchmark machine with it,
+// and glibc's malloc was a twentieth of its CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Simulated sellers (json, xml, line) and a payment provider for bookbroker.
 #[derive(Debug, Parser)]
 #[command(name = "sellersim", version)]

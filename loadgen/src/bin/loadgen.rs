@@ -54,6 +54,10 @@ use crate::stats::{new_histogram, Report, RunInfo, Stats};
 use crate::worker::{run_worker, Progress, Ready, WorkerConfig};
 use crate::workload::{Plan, PlanConfig, Scenario};
 
+// The same allocator as the engine it drives, on the same shared machine.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(
