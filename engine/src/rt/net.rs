@@ -452,6 +452,8 @@ mod tests {
                 }
                 client.flush().await.unwrap();
                 client.close().await.unwrap();
+                // Closing again is no error (and polls no finished operation).
+                client.close().await.unwrap();
                 let mut echoed = Vec::new();
                 client.read_to_end(&mut echoed).await.unwrap();
                 assert!(echoed == message, "the echo came back whole");

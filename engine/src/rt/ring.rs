@@ -43,9 +43,7 @@ const TX_LIMIT: usize = 256 * 1024;
 
 /// A compio TCP stream with futures-io's traits, for hyper, TLS and the line client.
 pub struct RingStream {
-    /// Kept for socket options; the operations use `fd`.
     stream: ::compio::net::TcpStream,
-    fd: Fd,
     /// Received bytes not yet read: `rx[rx_pos..]`. Empty while a receive owns the buffer.
     rx: Vec<u8>,
     rx_pos: usize,
@@ -65,10 +63,8 @@ pub struct RingStream {
 impl RingStream {
     /// Wraps a connected compio stream.
     pub fn new(stream: ::compio::net::TcpStream) -> RingStream {
-        let fd = stream.to_shared_fd();
         RingStream {
             stream,
-            fd,
             rx: Vec::new(),
             rx_pos: 0,
             receiving: None,
@@ -84,6 +80,19 @@ impl RingStream {
     /// The compio stream, for socket options.
     pub fn get_ref(&self) -> &::compio::net::TcpStream {
         &self.stream
+    }
+
+    /// The socket, as a ring operation holds it (a reference-counted handle).
+    fn fd(&self) -> Fd {
+        self.stream.to_shared_fd()
+    }
+
+    /// The error of a send that failed earlier, which every later write reports.
+    fn broken(&self) -> io::Result<()> {
+        match self.broken {
+            Some(kind) => Err(io::Error::new(kind, "an earlier send failed")),
+            None => Ok(()),
+        }
     }
 
     /// Copies buffered bytes into `dst`, receiving more first if none are buffered.
@@ -115,7 +124,7 @@ impl RingStream {
                 let mut buffer = std::mem::take(&mut self.rx);
                 buffer.clear();
                 buffer.reserve(RX_CAPACITY);
-                let mut recv = Recv::new(self.fd.clone(), buffer, RecvFlags::empty());
+                let mut recv = Recv::new(self.fd(), buffer, RecvFlags::empty());
                 if self.drained {
                     recv.poll_first();
                 }
@@ -146,9 +155,7 @@ impl RingStream {
     /// Ready when nothing is left to send.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if let Some(kind) = self.broken {
-                return Poll::Ready(Err(io::Error::new(kind, "an earlier send failed")));
-            }
+            self.broken()?;
             if let Some(op) = &mut self.sending {
                 let BufResult(result, send) = ready!(Pin::new(op).poll(cx));
                 self.sending = None;
@@ -178,11 +185,7 @@ impl RingStream {
                 return Poll::Ready(Ok(()));
             }
             let buffer = std::mem::replace(&mut self.tx, std::mem::take(&mut self.tx_spare));
-            self.sending = Some(submit(Send::new(
-                self.fd.clone(),
-                buffer,
-                SendFlags::NOSIGNAL,
-            )));
+            self.sending = Some(submit(Send::new(self.fd(), buffer, SendFlags::NOSIGNAL)));
         }
     }
 
@@ -191,9 +194,7 @@ impl RingStream {
             // Too much is waiting behind the send in flight: wait for it.
             ready!(self.poll_send(cx))?;
         }
-        if let Some(kind) = self.broken {
-            return Poll::Ready(Err(io::Error::new(kind, "an earlier send failed")));
-        }
+        self.broken()?;
         self.tx.extend_from_slice(src);
         // Start the send now; its completion is collected by a later write or flush.
         if let Poll::Ready(Err(e)) = self.poll_send(cx) {
@@ -204,10 +205,17 @@ impl RingStream {
 
     fn poll_shutdown_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_send(cx))?;
-        let op = self
-            .shutting_down
-            .get_or_insert_with(|| submit(ShutdownSocket::new(self.fd.clone(), Shutdown::Write)));
+        if self.shutting_down.is_none() {
+            let shutdown = ShutdownSocket::new(self.fd(), Shutdown::Write);
+            self.shutting_down = Some(submit(shutdown));
+        }
+        let Some(op) = &mut self.shutting_down else {
+            return Poll::Ready(Ok(()));
+        };
         let BufResult(result, _) = ready!(Pin::new(op).poll(cx));
+        // A finished operation must not be polled again: a second close starts another
+        // shutdown, which is harmless.
+        self.shutting_down = None;
         match result {
             Ok(_) => Poll::Ready(Ok(())),
             // The peer is gone already: nothing left to shut.
