@@ -33,6 +33,8 @@
 //! assert_eq!((resp.status, resp.body.as_slice(), resp.keep_alive), (200, &b"{}"[..], true));
 //! ```
 
+use std::io::Write;
+
 use crate::http::HttpRequest;
 
 /// Most header lines read in a response head.
@@ -94,9 +96,8 @@ pub fn write_request(req: &HttpRequest, host: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\r\n");
     }
     if !req.body.is_empty() || req.method != "GET" {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(req.body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "content-length: {}\r\n", req.body.len());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&req.body);

@@ -1,7 +1,7 @@
 //! One seller's HTTP(S) connections on one core.
 //!
-//! Connections are hyper HTTP/1.1 client connections over the core's sockets, kept alive
-//! and reused through an idle list per endpoint. Two ways to use them:
+//! Connections are HTTP/1.1 over the core's sockets, kept alive and reused through idle
+//! lists per endpoint, one list for each of the two ways to use them:
 //!
 //! * [`HttpPool::send`] (quotes): the caller runs the exchange, and a caller that stops
 //!   waiting (its deadline fired, or a hedge won) does not tear the connection down: the
@@ -14,8 +14,10 @@
 //!   for that key is over before the repeat starts (the partner may still be working on
 //!   it, and will say so).
 //!
-//! A connection's driver task is owned by its [`Conn`]: dropping the connection, idle or
-//! mid-exchange, cancels the driver and closes the socket.
+//! Quotes speak [`http1`]'s framing directly (`QuickConn`); orders and payments go
+//! through hyper's client. A hyper connection's driver task is owned by its [`Conn`]:
+//! dropping the connection, idle or mid-exchange, cancels the driver and closes the
+//! socket.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
